@@ -1,0 +1,39 @@
+"""saliency_detect: detect adversarial images by how they bend a classifier's saliency.
+
+Subpackages, one per concern, imported on first use:
+
+- `saliency_detect.data`: real data loaders (MNIST, CIFAR-10, image folders) and
+  the embedded `mnist-sample` data set.
+- `saliency_detect.models`: the model zoo of the papers (MNIST-NET, CIFAR10-NET,
+  VGG16, ResNet-20), training, saving and loading.
+- `saliency_detect.cli`: the `saliency-detect` command.
+
+Keras must run on the TensorFlow backend; importing this package with another backend
+configured raises an `ImportError` that says how to switch.
+"""
+
+import importlib
+import sys
+
+from saliency_detect._backend import check_loaded_backend, require_tensorflow_backend
+from saliency_detect._version import __version__
+
+require_tensorflow_backend()
+if "keras" in sys.modules:
+    check_loaded_backend()
+
+_SUBPACKAGES = ("cli", "data", "models")
+
+__all__ = ["__version__", "cli", "data", "models"]
+
+
+def __getattr__(name: str):
+    # Subpackages load on first use (PEP 562), so `saliency-detect --help` does not
+    # wait for TensorFlow.
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"saliency_detect.{name}")
+    raise AttributeError(f"module 'saliency_detect' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBPACKAGES))

@@ -1,0 +1,173 @@
+"""Input checks shared by every public function.
+
+Each check names the argument, says what was expected and what was received, in the
+style of Keras's own error messages. None of them uses `assert`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+
+def check_images(
+    x: Any,
+    *,
+    name: str = "x",
+    clip_range: tuple[float, float] | None = None,
+    expected_shape: Sequence[int | None] | None = None,
+) -> np.ndarray:
+    """Return `x` as a float32 NumPy batch of images (N, H, W, C), or raise.
+
+    Args:
+        x: images as a NumPy array or a tensor.
+        name: the argument's name, used in error messages.
+        clip_range: `(low, high)` the pixel values must lie in, or None to skip.
+        expected_shape: the per-image shape `(H, W, C)` a model expects (entries may be
+            None for "any"), or None to skip.
+
+    Returns:
+        A float32 NumPy array of rank 4.
+
+    Raises:
+        TypeError: if `x` is not numeric.
+        ValueError: if `x` is not of rank 4, is empty, holds NaN or infinity, is not a
+            float array, lies outside `clip_range` or does not match `expected_shape`.
+    """
+    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+        x = x.numpy()
+    x = np.asarray(x)
+    if x.dtype == object or not np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_:
+        raise TypeError(f"`{name}` must be a numeric array of images (N, H, W, C). Received: dtype={x.dtype}")
+    if not np.issubdtype(x.dtype, np.floating):
+        hint = " Convert with `x.astype('float32') / 255`." if x.dtype == np.uint8 else ""
+        raise ValueError(
+            f"`{name}` must hold floating-point pixel values"
+            + (f" in {tuple(clip_range)}" if clip_range else "")
+            + f". Received: dtype={x.dtype}.{hint}"
+        )
+    if x.ndim != 4:
+        hint = " For grayscale images add a channel axis: `x[..., None]`." if x.ndim == 3 else ""
+        raise ValueError(
+            f"`{name}` must be a batch of images of rank 4 (N, H, W, C), channels last. "
+            f"Received: shape={x.shape}.{hint}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` is an empty batch: expected at least one image. Received: shape={x.shape}"
+        )
+    if expected_shape is not None:
+        expected = tuple(expected_shape)
+        if len(expected) != 3 or any(
+            e is not None and e != s for e, s in zip(expected, x.shape[1:], strict=True)
+        ):
+            raise ValueError(
+                f"`{name}` does not match the model's input: expected images of shape "
+                f"(N, {', '.join('?' if e is None else str(e) for e in expected)}). "
+                f"Received: shape={x.shape}"
+            )
+    x = x.astype(np.float32, copy=False)
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = int(x.size - np.count_nonzero(finite))
+        raise ValueError(f"`{name}` holds {bad} NaN or infinite value(s); every pixel must be finite.")
+    if clip_range is not None:
+        low, high = float(clip_range[0]), float(clip_range[1])
+        x_min, x_max = float(x.min()), float(x.max())
+        if x_min < low - 1e-6 or x_max > high + 1e-6:
+            raise ValueError(
+                f"`{name}` must lie in the clip range [{low}, {high}]. "
+                f"Received values in [{x_min:.6g}, {x_max:.6g}]."
+                + (" Did you forget to divide by 255?" if x_max > 1.5 and high <= 1.0 else "")
+            )
+    return x
+
+
+def check_labels(y: Any, *, n: int, num_classes: int | None = None, name: str = "y") -> np.ndarray:
+    """Return integer class labels as an int64 vector of length `n`, or raise.
+
+    Labels of shape (N,) and (N, 1) (Keras's CIFAR layout) are accepted.
+
+    Raises:
+        ValueError: if `y` has the wrong length or shape, is not integer-valued or holds a
+            class outside `[0, num_classes)`.
+    """
+    if hasattr(y, "numpy") and not isinstance(y, np.ndarray):
+        y = y.numpy()
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(
+            f"`{name}` must be integer class labels of shape (N,) or (N, 1). "
+            f"Received: shape={y.shape}"
+            + (" (one-hot labels? use `y.argmax(axis=1)`)" if y.ndim == 2 else "")
+        )
+    if y.shape[0] != n:
+        raise ValueError(
+            f"`{name}` must hold one label per image: expected {n}. Received: {y.shape[0]} labels"
+        )
+    whole_floats = np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y))
+    if not np.issubdtype(y.dtype, np.integer) and not whole_floats:
+        raise ValueError(f"`{name}` must hold integer class labels. Received: dtype={y.dtype}")
+    y = y.astype(np.int64)
+    if num_classes is not None and y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(
+            f"`{name}` must hold class indices in [0, {num_classes - 1}]. "
+            f"Received labels in [{y.min()}, {y.max()}]"
+        )
+    return y
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """Return `value` if it is an integer >= 1, else raise ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_positive_float(value: Any, name: str) -> float:
+    """Return `value` as a float if it is a finite number > 0, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_input_shape(input_shape: Any, name: str = "input_shape") -> tuple[int, int, int]:
+    """Return `input_shape` as an (H, W, C) tuple of positive ints, else raise ValueError."""
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = ()
+    if len(shape) != 3 or any(
+        isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape
+    ):
+        raise ValueError(
+            f"`{name}` must be (height, width, channels), three positive integers. "
+            f"Received: {name}={input_shape!r}"
+        )
+    return tuple(int(s) for s in shape)  # type: ignore[return-value]
+
+
+def model_image_shape(model: keras.Model) -> tuple[int | None, ...] | None:
+    """Return the (H, W, C) a model takes, or None when the model does not say."""
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(shape, list):
+        if len(shape) != 1:
+            raise ValueError(
+                f"The model must take one image input. Received a model with {len(shape)} inputs."
+            )
+        shape = shape[0]
+    if shape is None or len(shape) != 4:
+        raise ValueError(
+            "The model must take images of rank 4 (N, H, W, C). "
+            f"Received a model whose input shape is {shape}."
+        )
+    return tuple(shape[1:])

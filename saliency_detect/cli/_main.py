@@ -1,0 +1,53 @@
+"""Argument parsing and dispatch for `saliency-detect`.
+
+Each subcommand lives in its own module with two functions: `add_parser(subparsers)`
+declares its arguments and `run(args)` does the work and returns an exit code. The
+heavy imports (TensorFlow) happen inside `run`, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from saliency_detect._version import __version__
+from saliency_detect.cli import _train
+
+_COMMANDS = (_train,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the `saliency-detect` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="saliency-detect",
+        description=(
+            "Detect adversarial images by how they bend a classifier's saliency. "
+            "Run `saliency-detect COMMAND --help` for a command's options."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in _COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `saliency-detect` with `argv` (default: `sys.argv[1:]`) and return its exit code."""
+    args = build_parser().parse_args(argv)
+    # Quiet TensorFlow's C++ start-up chatter for this process only, unless the user set it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"saliency-detect {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"saliency-detect {args.command}: interrupted. Finished work was kept; "
+            "rerun the same command to resume.",
+            file=sys.stderr,
+        )
+        return 130

@@ -1,0 +1,25 @@
+"""Data sets: real MNIST and CIFAR-10 loaders, image folders and the embedded MNIST sample.
+
+Every loader returns a `Dataset` of float32 images in [0, 1], channels last, with int64
+labels. See `load_dataset` for where files are looked for.
+"""
+
+from saliency_detect.data._dataset import (
+    CIFAR10_CLASSES,
+    MNIST_CLASSES,
+    Dataset,
+    available_datasets,
+    load_dataset,
+)
+from saliency_detect.data._keras_files import ENV_VAR, DatasetNotFoundError, keras_cache_dir
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "ENV_VAR",
+    "MNIST_CLASSES",
+    "Dataset",
+    "DatasetNotFoundError",
+    "available_datasets",
+    "keras_cache_dir",
+    "load_dataset",
+]

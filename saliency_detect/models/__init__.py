@@ -1,0 +1,47 @@
+"""The model zoo of the papers, training, saving and loading.
+
+Classifiers built here return **logits**. Functions across the library that need a
+classifier's class scores also accept user models ending in a softmax: they read the
+pre-softmax output through `logits_model`.
+"""
+
+from saliency_detect.models._io import ends_in_softmax, load_model, logits_model, save_model
+from saliency_detect.models._training import (
+    PAPER_DEFAULTS,
+    classifier_accuracy,
+    paper_defaults,
+    predict_labels,
+    train_classifier,
+)
+from saliency_detect.models._zoo import (
+    available_models,
+    cifar10_net_d,
+    cifar10_net_f,
+    get_model_builder,
+    mnist_net_d,
+    mnist_net_f,
+    resnet20,
+    vgg16_d,
+    vgg16_f,
+)
+
+__all__ = [
+    "PAPER_DEFAULTS",
+    "available_models",
+    "cifar10_net_d",
+    "cifar10_net_f",
+    "classifier_accuracy",
+    "ends_in_softmax",
+    "get_model_builder",
+    "load_model",
+    "logits_model",
+    "mnist_net_d",
+    "mnist_net_f",
+    "paper_defaults",
+    "predict_labels",
+    "resnet20",
+    "save_model",
+    "train_classifier",
+    "vgg16_d",
+    "vgg16_f",
+]

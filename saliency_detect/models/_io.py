@@ -1,0 +1,147 @@
+"""Saving and loading models atomically, and reading a classifier's logits."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+
+
+def save_model(model: keras.Model, path: str | os.PathLike[str]) -> Path:
+    """Save `model` to a `.keras` file, atomically.
+
+    The model is written to a temporary file in the same folder and renamed into place,
+    so a crash never leaves a half-written file at `path`. Missing parent folders are
+    created.
+
+    Args:
+        model: the Keras model to save.
+        path: destination, ending in `.keras`.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: if `path` does not end in `.keras`.
+
+    Example:
+        >>> import tempfile, os
+        >>> from saliency_detect.models import mnist_net_d, save_model, load_model
+        >>> path = save_model(mnist_net_d(), os.path.join(tempfile.mkdtemp(), "d.keras"))
+        >>> load_model(path).name
+        'mnist_net_d'
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"`path` must end in '.keras' (Keras's native format). Received: path='{path}'")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_model(path: str | os.PathLike[str], *, compile: bool = True) -> keras.Model:
+    """Load a `.keras` model file in Keras's safe mode (no arbitrary code is run).
+
+    Args:
+        path: a file written by `save_model` or `keras.Model.save`.
+        compile: whether to restore the training configuration too.
+
+    Returns:
+        The model.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        ValueError: if the file is not a readable `.keras` model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No model file at '{path}'.")
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as e:
+        raise ValueError(
+            f"Could not load a Keras model from '{path}': expected a .keras file written by "
+            f"keras.Model.save ({type(e).__name__}: {e})"
+        ) from e
+
+
+def _output_layer(model: keras.Model) -> keras.layers.Layer | None:
+    outputs = getattr(model, "outputs", None)
+    if not outputs or len(outputs) != 1:
+        return None
+    history = getattr(outputs[0], "_keras_history", None)
+    return history.operation if history is not None else None
+
+
+def _is_softmax(activation) -> bool:
+    if activation is None:
+        return False
+    try:
+        return keras.activations.serialize(activation) == "softmax"
+    except (ValueError, TypeError):
+        return False
+
+
+def ends_in_softmax(model: keras.Model) -> bool:
+    """Return whether `model`'s output is a softmax (probabilities) rather than logits.
+
+    Recognises a final `Softmax` layer, `Activation("softmax")`, and a final layer with
+    `activation="softmax"`.
+
+    Example:
+        >>> import keras
+        >>> from saliency_detect.models import ends_in_softmax
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+        >>> ends_in_softmax(model)
+        True
+    """
+    layer = _output_layer(model)
+    if layer is None:
+        return False
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return _is_softmax(getattr(layer, "activation", None))
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """Return a model computing `model`'s pre-softmax logits; `model` itself if it has no softmax.
+
+    The returned model shares every layer and weight with `model` except a final layer
+    with a fused softmax, which is copied with a linear activation. `model` is not
+    changed.
+
+    Args:
+        model: a functional or Sequential classifier.
+
+    Returns:
+        A model with the same input whose output is the logits.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from saliency_detect.models import logits_model
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+        >>> z = logits_model(model)(np.ones((1, 4), "float32"))
+        >>> bool(np.allclose(keras.ops.softmax(z), model(np.ones((1, 4), "float32")), atol=1e-6))
+        True
+    """
+    if not ends_in_softmax(model):
+        return model
+    layer = _output_layer(model)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)):
+        return keras.Model(inputs, layer.input, name=f"{model.name}_logits")
+    config = layer.get_config()
+    config.update(activation="linear", name=f"{layer.name}_logits")
+    linear = layer.__class__.from_config(config)
+    outputs = linear(layer.input)
+    linear.set_weights(layer.get_weights())
+    return keras.Model(inputs, outputs, name=f"{model.name}_logits")

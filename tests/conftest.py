@@ -1,0 +1,45 @@
+"""Shared fixtures: where the real data lives and one trained MNIST-NET-f per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_SHARED = REPO.parent / "shared" / "data"
+
+# Tests and CI read the real data sets from ../shared/data unless told otherwise.
+if not os.environ.get("SALIENCY_DETECT_DATA") and _SHARED.is_dir():
+    os.environ["SALIENCY_DETECT_DATA"] = str(_SHARED)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder holding mnist.npz and cifar10-subset.npz; skips (fails on CI) without it."""
+    path = Path(os.environ.get("SALIENCY_DETECT_DATA", _SHARED))
+    if not (path / "mnist.npz").is_file():
+        message = f"real data sets not found in {path}; set SALIENCY_DETECT_DATA"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_sample():
+    from saliency_detect.data import load_dataset
+
+    return load_dataset("mnist-sample")
+
+
+@pytest.fixture(scope="session")
+def trained_mnist_f(mnist_sample, tmp_path_factory):
+    """MNIST-NET-f trained on mnist-sample with the paper's settings (10 epochs, Adam 1e-3)."""
+    from saliency_detect.models import load_model, mnist_net_f, train_classifier
+
+    path = tmp_path_factory.mktemp("models") / "mnist_net_f.keras"
+    train_classifier(mnist_net_f(), mnist_sample, save_path=path, random_state=0, verbose=0)
+    return load_model(path)

@@ -1,0 +1,81 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from saliency_detect.cli import main
+
+
+def test_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "COMMAND" in out
+
+
+def test_console_script_is_installed():
+    # Scripts are installed next to the interpreter, whether or not the venv is activated.
+    search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    exe = shutil.which("saliency-detect", path=search)
+    assert exe is not None, "the saliency-detect entry point is not installed"
+    result = subprocess.run([exe, "train", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--dataset" in result.stdout
+
+
+def test_python_m_prints_the_version():
+    result = subprocess.run(
+        [sys.executable, "-m", "saliency_detect", "--version"], capture_output=True, text=True, timeout=120
+    )
+    from saliency_detect import __version__
+
+    assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_train_command_trains_and_saves(tmp_path, capsys):
+    out = tmp_path / "f.keras"
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "mnist-sample",
+            "--train-size",
+            "256",
+            "--test-size",
+            "64",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Test accuracy:" in printed and str(out) in printed
+    from saliency_detect.models import load_model
+
+    assert load_model(out).name == "mnist_net_f"
+
+
+def test_train_command_default_output_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--train-size", "64", "--test-size", "16", "--epochs", "1"]) == 0
+    assert (tmp_path / "mnist_net_f-mnist-sample.keras").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--dataset", "imagenet"], "Unknown data set 'imagenet'"),
+        (["train", "--model", "alexnet", "--train-size", "8"], "Unknown model 'alexnet'"),
+        (["train", "--out", "model.h5", "--train-size", "8"], "must end in '.keras'"),
+        (["train", "--epochs", "0", "--train-size", "8", "--out", "x.keras"], "epochs"),
+    ],
+)
+def test_train_command_errors_exit_2_with_a_message(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not any(p.suffix == ".keras" for p in tmp_path.iterdir())

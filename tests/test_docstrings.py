@@ -1,0 +1,23 @@
+"""Every `Example:` in the public docstrings runs, so no example rots."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "saliency_detect.data._dataset",
+    "saliency_detect.models._io",
+    "saliency_detect.models._training",
+    "saliency_detect.models._zoo",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(
+        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+    )
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
