@@ -10,6 +10,11 @@ MODULES = [
     "saliency_detect.models._io",
     "saliency_detect.models._training",
     "saliency_detect.models._zoo",
+    "saliency_detect.saliency._gradcam",
+    "saliency_detect.saliency._gradient",
+    "saliency_detect.saliency._registry",
+    "saliency_detect.saliency._sanity",
+    "saliency_detect.saliency.metrics",
 ]
 
 

@@ -51,7 +51,15 @@ def test_unknown_attribute_is_an_attribute_error():
 
 
 @pytest.mark.parametrize(
-    "package", ["saliency_detect", "saliency_detect.data", "saliency_detect.models", "saliency_detect.cli"]
+    "package",
+    [
+        "saliency_detect",
+        "saliency_detect.cli",
+        "saliency_detect.data",
+        "saliency_detect.models",
+        "saliency_detect.saliency",
+        "saliency_detect.saliency.metrics",
+    ],
 )
 def test_every_public_name_exists(package):
     module = importlib.import_module(package)

@@ -74,7 +74,8 @@ def load_model(path: str | os.PathLike[str], *, compile: bool = True) -> keras.M
         ) from e
 
 
-def _output_layer(model: keras.Model) -> keras.layers.Layer | None:
+def output_layer(model: keras.Model) -> keras.layers.Layer | None:
+    """Return the layer producing a single-output model's output, or None."""
     outputs = getattr(model, "outputs", None)
     if not outputs or len(outputs) != 1:
         return None
@@ -82,13 +83,19 @@ def _output_layer(model: keras.Model) -> keras.layers.Layer | None:
     return history.operation if history is not None else None
 
 
-def _is_softmax(activation) -> bool:
+def activation_name(activation) -> str | None:
+    """Return the registered name of a Keras activation function (`"relu"`), or None."""
     if activation is None:
-        return False
+        return None
     try:
-        return keras.activations.serialize(activation) == "softmax"
+        name = keras.activations.serialize(activation)
     except (ValueError, TypeError):
-        return False
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _is_softmax(activation) -> bool:
+    return activation_name(activation) == "softmax"
 
 
 def ends_in_softmax(model: keras.Model) -> bool:
@@ -104,7 +111,7 @@ def ends_in_softmax(model: keras.Model) -> bool:
         >>> ends_in_softmax(model)
         True
     """
-    layer = _output_layer(model)
+    layer = output_layer(model)
     if layer is None:
         return False
     if isinstance(layer, keras.layers.Softmax):
@@ -116,8 +123,8 @@ def logits_model(model: keras.Model) -> keras.Model:
     """Return a model computing `model`'s pre-softmax logits; `model` itself if it has no softmax.
 
     The returned model shares every layer and weight with `model` except a final layer
-    with a fused softmax, which is copied with a linear activation. `model` is not
-    changed.
+    with a fused softmax, which is copied with a linear activation: the copy holds the
+    weights of the moment it was made. `model` is not changed.
 
     Args:
         model: a functional or Sequential classifier.
@@ -133,15 +140,25 @@ def logits_model(model: keras.Model) -> keras.Model:
         >>> bool(np.allclose(keras.ops.softmax(z), model(np.ones((1, 4), "float32")), atol=1e-6))
         True
     """
+    return logits_model_and_links(model)[0]
+
+
+def logits_model_and_links(model: keras.Model) -> tuple[keras.Model, list[tuple]]:
+    """Return `(logits model, links)`: links pair each copied variable with its original.
+
+    Assigning every original to its copy (`copy.assign(original)`) brings the logits
+    model up to date after `model` was trained further.
+    """
     if not ends_in_softmax(model):
-        return model
-    layer = _output_layer(model)
+        return model, []
+    layer = output_layer(model)
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)):
-        return keras.Model(inputs, layer.input, name=f"{model.name}_logits")
+        return keras.Model(inputs, layer.input, name=f"{model.name}_logits"), []
     config = layer.get_config()
     config.update(activation="linear", name=f"{layer.name}_logits")
     linear = layer.__class__.from_config(config)
     outputs = linear(layer.input)
     linear.set_weights(layer.get_weights())
-    return keras.Model(inputs, outputs, name=f"{model.name}_logits")
+    links = list(zip(linear.weights, layer.weights, strict=True))
+    return keras.Model(inputs, outputs, name=f"{model.name}_logits"), links

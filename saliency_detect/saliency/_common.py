@@ -1,0 +1,93 @@
+"""What every saliency method shares: argument checks, class selection, reduction, the batch loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from saliency_detect._batching import map_batches
+from saliency_detect._validation import check_images, check_labels, check_positive_int, model_image_shape
+from saliency_detect.saliency._prepared import Prepared, prepare
+
+REDUCTIONS = ("none", "abs", "max_abs")
+_PREDICTED = -1
+
+
+def resolve_targets(target, labels, *, n: int, num_classes: int) -> np.ndarray:
+    """Turn a `target=` argument into int32 class indices, with -1 meaning "predicted".
+
+    Raises:
+        ValueError: for an unknown target name, `"true"` without `labels`, or indices of
+            the wrong length or outside the model's classes.
+    """
+    if isinstance(target, str):
+        if target == "predicted":
+            return np.full(n, _PREDICTED, np.int32)
+        if target == "true":
+            if labels is None:
+                raise ValueError("`target='true'` needs the true classes: pass `labels=` (one per image).")
+            return check_labels(labels, n=n, num_classes=num_classes, name="labels").astype(np.int32)
+        raise ValueError(
+            "`target` must be 'predicted', 'true' (with `labels=`) or an array of class indices. "
+            f"Received: target={target!r}"
+        )
+    if target is None:
+        raise ValueError("`target` must be 'predicted', 'true' or an array of class indices. Received: None")
+    if np.isscalar(target):
+        target = np.full(n, target)
+    return check_labels(target, n=n, num_classes=num_classes, name="target").astype(np.int32)
+
+
+def select_scores(logits: tf.Tensor, target: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Return each image's logit for its target class, and the classes (predicted where -1)."""
+    classes = tf.where(target >= 0, target, tf.argmax(logits, axis=-1, output_type=tf.int32))
+    return tf.gather(logits, classes, batch_dims=1), classes
+
+
+def reduce_channels(maps: tf.Tensor, reduce: str) -> tf.Tensor:
+    """Apply a `reduce=` option to (N, H, W, C) gradient maps."""
+    if reduce == "abs":
+        return tf.abs(maps)
+    if reduce == "max_abs":
+        return tf.reduce_max(tf.abs(maps), axis=-1)
+    return maps
+
+
+def check_reduce(reduce: str) -> str:
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"`reduce` must be one of {REDUCTIONS}. Received: reduce={reduce!r}")
+    return reduce
+
+
+def run_method(
+    model: keras.Model,
+    x,
+    *,
+    target,
+    labels,
+    batch_size: int,
+    rule: str,
+    key: Hashable,
+    build: Callable[[Prepared], Callable],
+    extra: tuple[np.ndarray, ...] = (),
+    extra_specs: tuple[tf.TensorSpec, ...] = (),
+):
+    """Validate, prepare the model, compile `build(prepared)` once and run it batch by batch.
+
+    The step built by `build` is called as `step(x, target, *extra)` on each batch, with
+    `target` holding class indices or -1 for "predicted".
+    """
+    x = check_images(x, expected_shape=model_image_shape(model))
+    batch_size = check_positive_int(batch_size, "batch_size")
+    prepared = prepare(model, rule)
+    targets = resolve_targets(target, labels, n=len(x), num_classes=prepared.num_classes(x.shape[1:]))
+    signature = [
+        tf.TensorSpec((None, *x.shape[1:]), tf.float32),
+        tf.TensorSpec((None,), tf.int32),
+        *extra_specs,
+    ]
+    step = prepared.compiled((key, x.shape[1:]), lambda: build(prepared), signature)
+    return map_batches(step, (x, targets, *extra), batch_size)

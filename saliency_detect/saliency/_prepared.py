@@ -1,0 +1,112 @@
+"""Per-model state shared by every saliency call: the logits view, ReLU-rule clones, compiled steps.
+
+A saliency call on a model prepares, once, the model to differentiate (its logits view,
+or a clone with modified ReLU gradients for guided backprop and deconvnet) and keeps the
+`tf.function` of every method it ran, so repeated calls neither rebuild nor retrace.
+Before every call, variables copied from the user's model are refreshed from it, so a
+model trained further between two calls is never explained with stale weights.
+
+The cache is keyed weakly by the user's model and never holds a strong reference to
+it, so models are freed as usual.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Hashable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from saliency_detect._validation import model_image_shape
+from saliency_detect.models._io import logits_model_and_links
+from saliency_detect.saliency._relu_rules import relu_rule_clone
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class Prepared:
+    """The differentiable view of one user model for one ReLU rule, and its compiled steps."""
+
+    def __init__(self, original: keras.Model, rule: str):
+        if rule == "vanilla":
+            derived, links = logits_model_and_links(original)
+        else:
+            derived, links = relu_rule_clone(original, rule)
+        # Hold the derived model strongly only when it is a different object; holding
+        # the user's model itself would keep it alive through the weak cache.
+        self._strong = None if derived is original else derived
+        self._weak = weakref.ref(derived)
+        self._links = links
+        self._functions: dict[Hashable, Callable] = {}
+        self._feature_models: dict[tuple[str, ...], keras.Model] = {}
+        self._num_classes: int | None = None
+        if rule != "vanilla":
+            self._check_matches(original)
+
+    @property
+    def model(self) -> keras.Model:
+        """The model whose output is the logits to differentiate."""
+        model = self._strong if self._strong is not None else self._weak()
+        if model is None:  # pragma: no cover - the caller holds the user's model
+            raise RuntimeError("The model this saliency state was prepared for no longer exists.")
+        return model
+
+    def num_classes(self, image_shape: tuple[int, ...]) -> int:
+        """The number of logits; subclassed models, which do not declare it, are run once to see."""
+        if self._num_classes is None:
+            try:
+                self._num_classes = int(self.model.output_shape[-1])
+            except (AttributeError, ValueError):
+                probe = tf.zeros((1, *image_shape), tf.float32)
+                self._num_classes = int(self.model(probe, training=False).shape[-1])
+        return self._num_classes
+
+    def refresh(self) -> None:
+        """Copy the user's current weights into every variable this view copied."""
+        for copy, original in self._links:
+            copy.assign(original)
+
+    def feature_model(self, layer_names: tuple[str, ...]) -> keras.Model:
+        """A model returning `[output of each named layer..., logits]`."""
+        if layer_names not in self._feature_models:
+            model = self.model
+            outputs = [model.get_layer(name).output for name in layer_names]
+            self._feature_models[layer_names] = keras.Model(model.inputs[0], [*outputs, model.outputs[0]])
+        return self._feature_models[layer_names]
+
+    def compiled(
+        self, key: Hashable, build: Callable[[], Callable], signature: list[tf.TensorSpec]
+    ) -> Callable:
+        """Return the `tf.function` stored under `key`, building and wrapping it on first use."""
+        if key not in self._functions:
+            self._functions[key] = tf.function(build(), input_signature=signature)
+        return self._functions[key]
+
+    def _check_matches(self, original: keras.Model) -> None:
+        shape = model_image_shape(original)
+        if shape is None or None in shape:
+            return
+        probe = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+        expected = logits_model_and_links(original)[0](probe, training=False)
+        received = self.model(probe, training=False)
+        if not np.allclose(expected, received, rtol=1e-4, atol=1e-4):
+            raise RuntimeError(
+                "The model rebuilt with modified ReLU gradients does not compute the same logits "
+                f"as {original.name!r} (largest difference "
+                f"{float(np.max(np.abs(np.asarray(expected) - np.asarray(received)))):.3g}). "
+                "Please report this with the model's summary."
+            )
+
+
+def prepare(model: keras.Model, rule: str = "vanilla") -> Prepared:
+    """Return the cached `Prepared` state of `model` for `rule`, refreshed from its weights."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
+    per_model = _CACHE.setdefault(model, {})
+    if rule not in per_model:
+        per_model[rule] = Prepared(model, rule)
+    prepared = per_model[rule]
+    prepared.refresh()
+    return prepared

@@ -1,0 +1,74 @@
+"""Saliency methods by name, so the detector and the CLI can name a method in a string."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+
+import numpy as np
+
+from saliency_detect.saliency._gradcam import grad_cam
+from saliency_detect.saliency._gradient import (
+    deconvnet,
+    gradient,
+    guided_backprop,
+    integrated_gradients,
+    smoothgrad,
+)
+
+_METHODS: dict[str, Callable[..., np.ndarray]] = {
+    "gradient": gradient,
+    "guided_backprop": guided_backprop,
+    "deconvnet": deconvnet,
+    "grad_cam": grad_cam,
+    "smoothgrad": smoothgrad,
+    "integrated_gradients": integrated_gradients,
+}
+_SHARED = ("target", "labels", "batch_size")
+
+
+def available_methods() -> tuple[str, ...]:
+    """Return the names `saliency_fn` accepts."""
+    return tuple(_METHODS)
+
+
+def saliency_fn(name: str, **kwargs) -> Callable[..., np.ndarray]:
+    """Return the saliency method called `name` with its method-specific options bound.
+
+    Every method is then called the same way: `fn(model, x, *, target="predicted",
+    labels=None, batch_size=64)`, and returns maps of the input's height and width.
+
+    Args:
+        name: one of `available_methods()`: `"gradient"`, `"guided_backprop"`,
+            `"deconvnet"`, `"grad_cam"`, `"smoothgrad"`, `"integrated_gradients"`.
+        **kwargs: options of that method (e.g. `reduce="max_abs"`, `layer="conv2"`,
+            `n_samples=20`).
+
+    Returns:
+        A function `fn(model, x, *, target, labels, batch_size)`.
+
+    Raises:
+        ValueError: for an unknown name; the message lists the valid ones.
+        TypeError: for an option the method does not take; the message lists those it does.
+
+    Example:
+        >>> import numpy as np
+        >>> from saliency_detect.models import mnist_net_f
+        >>> from saliency_detect.saliency import saliency_fn
+        >>> fn = saliency_fn("gradient", reduce="max_abs")
+        >>> fn(mnist_net_f(), np.zeros((2, 28, 28, 1), np.float32)).shape
+        (2, 28, 28)
+    """
+    if name not in _METHODS:
+        raise ValueError(f"Unknown saliency method {name!r}. Expected one of: {', '.join(_METHODS)}.")
+    method = _METHODS[name]
+    options = [p for p in list(inspect.signature(method).parameters)[2:] if p not in _SHARED]
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        raise TypeError(
+            f"Saliency method {name!r} takes the options {options}. Received unknown option(s): {unknown}"
+        )
+    bound = functools.partial(method, **kwargs)
+    functools.update_wrapper(bound, method)
+    return bound
