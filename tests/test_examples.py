@@ -23,3 +23,18 @@ def test_train_classifier_example_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "test accuracy" in result.stdout and out.is_file()
+
+
+def test_saliency_maps_example_draws_a_grid(tmp_path):
+    out = tmp_path / "maps.png"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "saliency_maps.py"),
+         "--epochs", "1", "--train-size", "512", "--images", "3", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "3x4 grid" in result.stdout
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert image.size[0] > 400 and image.size[1] > 300
