@@ -156,6 +156,20 @@ def test_grad_cam_layers_match_single_layer_calls(model):
     np.testing.assert_allclose(default, saliency.grad_cam(model, X, layer="block2_conv2"), rtol=1e-6)
 
 
+def test_per_layer_maps_on_vgg16_layers_of_the_detection_paper():
+    from saliency_detect.models import vgg16_f
+
+    keras.utils.set_random_seed(0)
+    vgg = vgg16_f(input_shape=(32, 32, 3))
+    x = np.random.default_rng(1).random((2, 32, 32, 3), dtype=np.float32)
+    names = ["block2_conv1", "block4_conv1", "block5_pool"]
+    maps = saliency.grad_cam_layers(vgg, x, layers=names, target=3, upsample=False)
+    assert [maps[n].shape for n in names] == [(2, 16, 16), (2, 4, 4), (2, 1, 1)]
+    upsampled = saliency.grad_cam_layers(vgg, x, layers=names, target=3)
+    assert all(upsampled[n].shape == (2, 32, 32) for n in names)
+    assert all(np.all(upsampled[n] >= 0) for n in names)
+
+
 # --- class selection ------------------------------------------------------------------
 
 

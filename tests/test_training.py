@@ -113,7 +113,7 @@ def test_predict_labels_and_accuracy(trained_mnist_f, mnist_sample):
 @pytest.mark.parametrize(
     ("images", "message"),
     [
-        (np.zeros((2, 28, 28, 1), np.uint8), "floating-point.*divide by 255"),
+        (np.zeros((2, 28, 28, 1), np.uint8), r"floating-point.*astype\('float32'\) / 255"),
         (np.zeros((2, 28, 28), np.float32), r"rank 4.*x\[\.\.\., None\]"),
         (np.zeros((0, 28, 28, 1), np.float32), "empty batch"),
         (np.full((2, 28, 28, 1), np.nan, np.float32), "NaN"),
