@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from saliency_detect import saliency
+from saliency_detect._prepared import prepare
 from saliency_detect.models import mnist_net_f, predict_labels
-from saliency_detect.saliency._prepared import prepare
 
 RNG = np.random.default_rng(0)
 X = RNG.random((6, 28, 28, 1), dtype=np.float32)

@@ -8,9 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from saliency_detect._batching import map_batches
+from saliency_detect._prepared import Prepared, prepare, run_compiled
 from saliency_detect._validation import check_images, check_labels, check_positive_int, model_image_shape
-from saliency_detect.saliency._prepared import Prepared, prepare
 
 REDUCTIONS = ("none", "abs", "max_abs")
 _PREDICTED = -1
@@ -75,7 +74,7 @@ def run_method(
     extra: tuple[np.ndarray, ...] = (),
     extra_specs: tuple[tf.TensorSpec, ...] = (),
 ):
-    """Validate, prepare the model, compile `build(prepared)` once and run it batch by batch.
+    """Validate, prepare the model's view `rule`, then compile and run `build(prepared)`.
 
     The step built by `build` is called as `step(x, target, *extra)` on each batch, with
     `target` holding class indices or -1 for "predicted".
@@ -84,10 +83,13 @@ def run_method(
     batch_size = check_positive_int(batch_size, "batch_size")
     prepared = prepare(model, rule)
     targets = resolve_targets(target, labels, n=len(x), num_classes=prepared.num_classes(x.shape[1:]))
-    signature = [
-        tf.TensorSpec((None, *x.shape[1:]), tf.float32),
-        tf.TensorSpec((None,), tf.int32),
-        *extra_specs,
-    ]
-    step = prepared.compiled((key, x.shape[1:]), lambda: build(prepared), signature)
-    return map_batches(step, (x, targets, *extra), batch_size)
+    return run_compiled(
+        prepared,
+        x,
+        targets,
+        key=key,
+        build=build,
+        batch_size=batch_size,
+        extra=extra,
+        extra_specs=extra_specs,
+    )

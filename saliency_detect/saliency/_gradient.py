@@ -10,9 +10,10 @@ import numpy as np
 import tensorflow as tf
 
 from saliency_detect._gradients import score_gradients
+from saliency_detect._prepared import Prepared
 from saliency_detect._validation import check_positive_float, check_positive_int
+from saliency_detect.saliency import _relu_rules  # noqa: F401  (registers the guided / deconvnet views)
 from saliency_detect.saliency._common import check_reduce, reduce_channels, run_method, select_scores
-from saliency_detect.saliency._prepared import Prepared
 
 
 def _class_gradient(prepared: Prepared, inputs: tf.Tensor, target: tf.Tensor) -> tf.Tensor:

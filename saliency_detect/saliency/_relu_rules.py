@@ -17,6 +17,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from saliency_detect._prepared import register_view
 from saliency_detect.models._io import activation_name, output_layer
 
 RULES = ("guided", "deconvnet")
@@ -149,3 +150,7 @@ def relu_rule_clone(model: keras.Model, rule: str) -> tuple[keras.Model, list[tu
         raise RuntimeError(f"Could not pair the weights of {model.name!r} with its {rule} clone.")
     clone.set_weights(model.get_weights())
     return clone, list(zip(copied, original, strict=True))
+
+
+for _rule in RULES:
+    register_view(_rule, lambda model, rule=_rule: relu_rule_clone(model, rule))

@@ -1,8 +1,9 @@
-"""Per-model state shared by every saliency call: the logits view, ReLU-rule clones, compiled steps.
+"""Per-model state shared by saliency methods and attacks: views of the model and compiled steps.
 
-A saliency call on a model prepares, once, the model to differentiate (its logits view,
-or a clone with modified ReLU gradients for guided backprop and deconvnet) and keeps the
-`tf.function` of every method it ran, so repeated calls neither rebuild nor retrace.
+A call on a model prepares, once, the model to differentiate (its logits view, or
+another registered view such as the ReLU-rule clones of guided backprop and deconvnet)
+and keeps the `tf.function` of every step it ran, so repeated calls neither rebuild nor
+retrace.
 Before every call, variables copied from the user's model are refreshed from it, so a
 model trained further between two calls is never explained with stale weights.
 
@@ -13,27 +14,31 @@ it, so models are freed as usual.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from saliency_detect._batching import map_batches
 from saliency_detect._validation import model_image_shape
 from saliency_detect.models._io import logits_model_and_links
-from saliency_detect.saliency._relu_rules import relu_rule_clone
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# view name -> function(model) returning (view model outputting logits, [(copy, original) variables])
+_VIEWS: dict[str, Callable] = {"vanilla": logits_model_and_links}
+
+
+def register_view(name: str, build: Callable) -> None:
+    """Make `prepare(model, name)` build its view of a model with `build(model)`."""
+    _VIEWS[name] = build
 
 
 class Prepared:
-    """The differentiable view of one user model for one ReLU rule, and its compiled steps."""
+    """One view of a user model (its logits, or a ReLU-rule clone) and the steps compiled on it."""
 
     def __init__(self, original: keras.Model, rule: str):
-        if rule == "vanilla":
-            derived, links = logits_model_and_links(original)
-        else:
-            derived, links = relu_rule_clone(original, rule)
+        derived, links = _VIEWS[rule](original)
         # Hold the derived model strongly only when it is a different object; holding
         # the user's model itself would keep it alive through the weak cache.
         self._strong = None if derived is original else derived
@@ -101,7 +106,7 @@ class Prepared:
 
 
 def prepare(model: keras.Model, rule: str = "vanilla") -> Prepared:
-    """Return the cached `Prepared` state of `model` for `rule`, refreshed from its weights."""
+    """Return the cached `Prepared` view `rule` of `model`, refreshed from its weights."""
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
     per_model = _CACHE.setdefault(model, {})
@@ -110,3 +115,30 @@ def prepare(model: keras.Model, rule: str = "vanilla") -> Prepared:
     prepared = per_model[rule]
     prepared.refresh()
     return prepared
+
+
+def run_compiled(
+    prepared: Prepared,
+    x: np.ndarray,
+    labels: np.ndarray,
+    *,
+    key: Hashable,
+    build: Callable[[Prepared], Callable],
+    batch_size: int,
+    extra: Sequence[np.ndarray] = (),
+    extra_specs: Sequence[tf.TensorSpec] = (),
+    progress: bool = False,
+):
+    """Compile `build(prepared)` once per key and image shape, then run it batch by batch.
+
+    The step is called as `step(x, labels, *extra)` on each batch; `labels` are int32 class
+    indices where -1 means "the model's prediction". Its input signature has a `None`
+    batch dimension, so the last, smaller batch does not retrace.
+    """
+    signature = [
+        tf.TensorSpec((None, *x.shape[1:]), tf.float32),
+        tf.TensorSpec((None,), tf.int32),
+        *extra_specs,
+    ]
+    step = prepared.compiled((key, x.shape[1:]), lambda: build(prepared), signature)
+    return map_batches(step, (x, labels, *extra), batch_size, progress=progress)
