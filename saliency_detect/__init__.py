@@ -22,9 +22,9 @@ require_tensorflow_backend()
 if "keras" in sys.modules:
     check_loaded_backend()
 
-_SUBPACKAGES = ("cli", "data", "models", "saliency")
+_SUBPACKAGES = ("attacks", "cli", "data", "models", "saliency")
 
-__all__ = ["__version__", "cli", "data", "models", "saliency"]
+__all__ = ["__version__", "attacks", "cli", "data", "models", "saliency"]
 
 
 def __getattr__(name: str):

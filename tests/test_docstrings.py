@@ -6,6 +6,13 @@ import importlib
 import pytest
 
 MODULES = [
+    "saliency_detect.attacks._generate",
+    "saliency_detect.attacks._registry",
+    "saliency_detect.attacks.bim",
+    "saliency_detect.attacks.fgsm",
+    "saliency_detect.attacks.iterative_l2",
+    "saliency_detect.attacks.minimal_epsilon",
+    "saliency_detect.attacks.pgd",
     "saliency_detect.data._dataset",
     "saliency_detect.models._io",
     "saliency_detect.models._training",

@@ -54,6 +54,7 @@ def test_unknown_attribute_is_an_attribute_error():
     "package",
     [
         "saliency_detect",
+        "saliency_detect.attacks",
         "saliency_detect.cli",
         "saliency_detect.data",
         "saliency_detect.models",

@@ -5,7 +5,13 @@ classifier's class scores also accept user models ending in a softmax: they read
 pre-softmax output through `logits_model`.
 """
 
-from saliency_detect.models._io import ends_in_softmax, load_model, logits_model, save_model
+from saliency_detect.models._io import (
+    ends_in_softmax,
+    load_model,
+    logits_model,
+    model_fingerprint,
+    save_model,
+)
 from saliency_detect.models._training import (
     PAPER_DEFAULTS,
     classifier_accuracy,
@@ -37,6 +43,7 @@ __all__ = [
     "logits_model",
     "mnist_net_d",
     "mnist_net_f",
+    "model_fingerprint",
     "paper_defaults",
     "predict_labels",
     "resnet20",

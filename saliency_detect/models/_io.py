@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -162,3 +163,25 @@ def logits_model_and_links(model: keras.Model) -> tuple[keras.Model, list[tuple]
     linear.set_weights(layer.get_weights())
     links = list(zip(linear.weights, layer.weights, strict=True))
     return keras.Model(inputs, outputs, name=f"{model.name}_logits"), links
+
+
+def model_fingerprint(model: keras.Model) -> str:
+    """Return a SHA-256 hex digest of a model's architecture and weights.
+
+    Two models share a fingerprint exactly when they have the same layers, configuration
+    and weight values, so files made with one model can be recognised and refused for
+    another.
+
+    Example:
+        >>> import keras
+        >>> from saliency_detect.models import mnist_net_d, model_fingerprint
+        >>> keras.utils.set_random_seed(0)
+        >>> a, b = mnist_net_d(), mnist_net_d()
+        >>> model_fingerprint(a) == model_fingerprint(a), model_fingerprint(a) == model_fingerprint(b)
+        (True, False)
+    """
+    digest = hashlib.sha256(model.to_json().encode("utf-8"))
+    for weight in model.weights:
+        digest.update(weight.path.encode("utf-8"))
+        digest.update(weight.numpy().tobytes())
+    return digest.hexdigest()

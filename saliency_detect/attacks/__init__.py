@@ -1,0 +1,31 @@
+"""Adversarial attacks, one module per attack, with shared keyword names and defaults.
+
+Every attack is `attack(model, x, y=None, *, ...)` and returns adversarial images of the
+same shape and dtype as `x`, inside `clip_range`. Shared keywords, in this order and with
+these defaults wherever an attack takes them: `eps`, `norm=np.inf`,
+`clip_range=(0.0, 1.0)`, `targeted=False`, `batch_size=128`, `random_state=None`. `y=None`
+means the model's own predictions; `targeted=True` takes `y` as the target classes.
+"""
+
+from saliency_detect.attacks._generate import AdversarialSet, generate_adversarial_set, load_adversarial_set
+from saliency_detect.attacks._registry import REQUIRED, available_attacks, get_attack
+from saliency_detect.attacks.bim import bim
+from saliency_detect.attacks.fgsm import fgsm
+from saliency_detect.attacks.iterative_l2 import iterative_l2
+from saliency_detect.attacks.minimal_epsilon import MinimalEpsilon, minimal_epsilon
+from saliency_detect.attacks.pgd import pgd
+
+__all__ = [
+    "REQUIRED",
+    "AdversarialSet",
+    "MinimalEpsilon",
+    "available_attacks",
+    "bim",
+    "fgsm",
+    "generate_adversarial_set",
+    "get_attack",
+    "iterative_l2",
+    "load_adversarial_set",
+    "minimal_epsilon",
+    "pgd",
+]

@@ -1,0 +1,130 @@
+"""What every attack shares: argument checks, labels, norm-ball geometry, the loss gradient.
+
+Conventions (cleverhans's): attacks take logits (a softmax-ending model is read at the
+softmax's input), `y=None` means the model's own predictions on the clean images
+(Kurakin et al.'s fix for label leaking), and `targeted=True` takes `y` as the targets.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from saliency_detect._gradients import score_gradients
+from saliency_detect._prepared import Prepared, prepare
+from saliency_detect._validation import (
+    check_images,
+    check_labels,
+    check_positive_int,
+    model_image_shape,
+)
+
+PREDICTED = -1
+_TINY = 1e-12
+
+
+def check_norm(norm) -> float:
+    """Return `np.inf` or `2.0`; accepts `np.inf`, `"inf"`, `"linf"`, `2`, `"l2"`."""
+    if isinstance(norm, str):
+        norm = {"inf": np.inf, "linf": np.inf, "l2": 2, "2": 2}.get(norm.lower(), norm)
+    if isinstance(norm, numbers.Real) and not isinstance(norm, bool) and norm in (np.inf, 2):
+        return float(norm)
+    raise ValueError(f"`norm` must be np.inf (L-infinity) or 2 (L2). Received: norm={norm!r}")
+
+
+def check_clip_range(clip_range) -> tuple[float, float]:
+    """Return `(low, high)` with low < high, else raise ValueError."""
+    try:
+        low, high = (float(v) for v in clip_range)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`clip_range` must be a pair (low, high). Received: clip_range={clip_range!r}"
+        ) from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"`clip_range` must be finite with low < high. Received: clip_range={clip_range!r}")
+    return low, high
+
+
+def setup(
+    model, x, y, *, clip_range, targeted: bool, batch_size: int
+) -> tuple[Prepared, np.ndarray, np.ndarray]:
+    """Validate an attack's common arguments; return the model's logits view, images and labels.
+
+    Labels are int32 with -1 for "the model's prediction on the clean image".
+    """
+    clip_range = check_clip_range(clip_range)
+    x = check_images(x, clip_range=clip_range, expected_shape=model_image_shape(model))
+    check_positive_int(batch_size, "batch_size")
+    if not isinstance(targeted, bool):
+        raise ValueError(f"`targeted` must be True or False. Received: targeted={targeted!r}")
+    prepared = prepare(model)
+    num_classes = prepared.num_classes(x.shape[1:])
+    if y is None:
+        if targeted:
+            raise ValueError("`targeted=True` needs `y`: the target class of every image.")
+        labels = np.full(len(x), PREDICTED, np.int32)
+    else:
+        labels = check_labels(y, n=len(x), num_classes=num_classes, name="y").astype(np.int32)
+    return prepared, x, labels
+
+
+def resolve_labels(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Replace -1 by the predicted class."""
+    return tf.where(labels >= 0, labels, tf.argmax(logits, axis=-1, output_type=tf.int32))
+
+
+def loss_gradient(prepared: Prepared, x: tf.Tensor, labels: tf.Tensor, targeted: bool) -> tf.Tensor:
+    """Gradient of the per-image cross-entropy (negated when targeted) with respect to `x`."""
+
+    def score_fn(z):
+        logits = prepared.model(z, training=False)
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return (-loss if targeted else loss), ()
+
+    return score_gradients(score_fn, x)[2][0]
+
+
+def _per_image_norm(t: tf.Tensor) -> tf.Tensor:
+    return tf.sqrt(tf.maximum(_TINY, tf.reduce_sum(tf.square(t), axis=[1, 2, 3], keepdims=True)))
+
+
+def per_image(value: float, n: int) -> np.ndarray:
+    """A per-image float32 vector: sizes travel as tensors, so a new eps never retraces."""
+    return np.full(n, value, np.float32)
+
+
+def as_column(size: tf.Tensor) -> tf.Tensor:
+    """(N,) per-image sizes as (N, 1, 1, 1), to broadcast against images."""
+    return tf.reshape(size, [-1, 1, 1, 1])
+
+
+def steepest_step(grad: tf.Tensor, size: tf.Tensor, norm: float) -> tf.Tensor:
+    """The step of length `size` (N, 1, 1, 1) in `norm` that most increases a linear function."""
+    if norm == np.inf:
+        return size * tf.sign(grad)
+    return size * (grad / _per_image_norm(grad))
+
+
+def clip_to_ball(eta: tf.Tensor, eps: tf.Tensor, norm: float) -> tf.Tensor:
+    """Project a perturbation onto the `norm` ball of radius `eps` (N, 1, 1, 1) (scaling, for L2)."""
+    if norm == np.inf:
+        return tf.clip_by_value(eta, -eps, eps)
+    return eta * tf.minimum(1.0, eps / _per_image_norm(eta))
+
+
+def random_in_ball(shape, eps: tf.Tensor, norm: float, seed: tf.Tensor) -> tf.Tensor:
+    """A uniform random point of the `norm` ball of radius `eps` (N, 1, 1, 1), per image (stateless)."""
+    if norm == np.inf:
+        return eps * tf.random.stateless_uniform(shape, seed, minval=-1.0, maxval=1.0)
+    direction = tf.random.stateless_normal(shape, seed)
+    direction /= _per_image_norm(direction)
+    dims = tf.cast(tf.reduce_prod(shape[1:]), tf.float32)
+    radius = eps * tf.random.stateless_uniform([shape[0], 1, 1, 1], seed + 1) ** (1.0 / dims)
+    return direction * radius
+
+
+def image_seeds(random_state, n: int) -> np.ndarray:
+    """One int64 seed per image from `random_state` (None: fresh entropy)."""
+    return np.random.default_rng(random_state).integers(0, 2**31 - 1, size=n, dtype=np.int64)

@@ -1,0 +1,266 @@
+"""Adversarial sets cached in HDF5: written batch by batch, resumable, renamed into place when done."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import inspect
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import keras
+import numpy as np
+
+from saliency_detect._validation import check_images, check_labels, check_positive_int, model_image_shape
+from saliency_detect._version import __version__
+from saliency_detect.attacks._registry import check_params, resolve_attack
+from saliency_detect.models._io import model_fingerprint
+from saliency_detect.models._training import predict_labels
+
+_FORMAT = "saliency_detect.adversarial_set/1"
+_IDENTITY = ("format", "attack", "params", "model_fingerprint", "data_fingerprint", "chunk_size")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AdversarialSet:
+    """An adversarial set read back from its HDF5 file.
+
+    Attributes:
+        x_adv: adversarial images (N, H, W, C), float32.
+        index: index of each image's clean original in the `x` given to the generator.
+        y: the labels the attack used (true labels, targets, or the model's predictions).
+        y_adv: the model's prediction on each adversarial image.
+        success: whether the attack succeeded on each image (prediction changed away from
+            `y`, or reached `y` for a targeted attack).
+        l0: pixels changed (any channel), per image.
+        l2: L2 norm of the perturbation, per image.
+        linf: L-infinity norm of the perturbation, per image.
+        attack: the attack's name.
+        params: the attack's parameters.
+        model_fingerprint: `models.model_fingerprint` of the model attacked.
+    """
+
+    x_adv: np.ndarray
+    index: np.ndarray
+    y: np.ndarray
+    y_adv: np.ndarray
+    success: np.ndarray
+    l0: np.ndarray
+    l2: np.ndarray
+    linf: np.ndarray
+    attack: str
+    params: dict[str, Any]
+    model_fingerprint: str
+
+    @property
+    def success_rate(self) -> float:
+        """Share of images on which the attack succeeded."""
+        return float(np.mean(self.success))
+
+    def __repr__(self) -> str:
+        return (
+            f"AdversarialSet(attack={self.attack!r}, n={len(self.x_adv)}, "
+            f"success_rate={self.success_rate:.3f}, params={self.params})"
+        )
+
+
+def _data_fingerprint(x: np.ndarray, y: np.ndarray | None) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+    digest.update(b"no labels" if y is None else np.ascontiguousarray(y).tobytes())
+    return digest.hexdigest()
+
+
+def _norms(x: np.ndarray, x_adv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    delta = (x_adv - x).reshape(len(x), -1, x.shape[-1])
+    l0 = np.count_nonzero(np.any(np.abs(delta) > 0, axis=-1), axis=1)
+    return l0.astype(np.int64), np.sqrt((delta**2).sum(axis=(1, 2))), np.abs(delta).max(axis=(1, 2))
+
+
+def _check_identity(file: h5py.File, expected: dict[str, Any], path: Path) -> None:
+    found = {key: file.attrs.get(key) for key in _IDENTITY}
+    mismatched = [key for key in _IDENTITY if str(found[key]) != str(expected[key])]
+    if mismatched:
+        details = "; ".join(
+            f"{key}: file has {found[key]!r}, this run {expected[key]!r}" for key in mismatched
+        )
+        raise ValueError(
+            f"{path} was made by another model, data set or attack configuration ({details}). "
+            "It is not reused: delete it or write to another path."
+        )
+
+
+def generate_adversarial_set(
+    model: keras.Model,
+    x,
+    y,
+    attack: str | Callable,
+    params: dict[str, Any] | None,
+    path: str | os.PathLike[str],
+    *,
+    chunk_size: int = 256,
+    verbose: bool = True,
+) -> Path:
+    """Craft adversarial images for all of `x` and cache them in an HDF5 file.
+
+    The file holds `x_adv`, the clean `index`, the labels `y` used, the adversarial
+    prediction `y_adv`, `success` flags and the L0 (pixels), L2 and L-infinity norms of
+    every perturbation; its attributes hold the attack, its parameters (JSON), the model's
+    and the data's fingerprints and the library version.
+
+    Images are attacked and written `chunk_size` at a time into `PATH.partial`; a killed
+    run called again with the same arguments resumes after the last written chunk and
+    produces the same file as an uninterrupted run (for attacks that take `random_state`,
+    each chunk is seeded from `params["random_state"]`, default 0, and the chunk's
+    position). The finished file is renamed to `path`
+    atomically. A finished or partial file made by another model, data, attack or
+    parameters is refused, never silently reused; a finished matching file is returned as
+    it is.
+
+    Args:
+        model: the Keras classifier attacked.
+        x: clean images (N, H, W, C).
+        y: true labels (N,), target classes for a targeted attack, or None for the model's
+            predictions.
+        attack: an attack name (see `available_attacks()`) or function.
+        params: the attack's keyword parameters (e.g. `{"eps": 0.3}`).
+        path: where to write the `.h5` file.
+        chunk_size: images attacked and written per step.
+        verbose: show a progress bar.
+
+    Returns:
+        The path of the finished file.
+
+    Raises:
+        ValueError: for a file made with another configuration, invalid images, labels
+            or parameters.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from saliency_detect.attacks import generate_adversarial_set, load_adversarial_set
+        >>> from saliency_detect.models import mnist_net_f
+        >>> x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+        >>> path = os.path.join(tempfile.mkdtemp(), "fgsm.h5")
+        >>> _ = generate_adversarial_set(mnist_net_f(), x, None, "fgsm", {"eps": 0.1}, path, verbose=False)
+        >>> adv = load_adversarial_set(path)
+        >>> adv.x_adv.shape, bool(adv.linf.max() <= 0.1 + 1e-6)
+        ((8, 28, 28, 1), True)
+    """
+    name, fn = resolve_attack(attack)
+    params = check_params(name, fn, dict(params or {}))
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    clip_range = params.get("clip_range", (0.0, 1.0))
+    x = check_images(x, clip_range=clip_range, expected_shape=model_image_shape(model))
+    labels = None if y is None else check_labels(y, n=len(x), name="y")
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    takes_seed = "random_state" in inspect.signature(fn).parameters
+    base_seed = int(params.get("random_state") or 0)
+    expected = {
+        "format": _FORMAT,
+        "attack": name,
+        "params": json.dumps(params, sort_keys=True, default=str),
+        "model_fingerprint": model_fingerprint(model),
+        "data_fingerprint": _data_fingerprint(x, labels),
+        "chunk_size": chunk_size,
+    }
+    if path.exists():
+        with h5py.File(path, "r") as file:
+            _check_identity(file, expected, path)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = len(x)
+    if partial.exists():
+        file = h5py.File(partial, "r+")
+        try:
+            _check_identity(file, expected, partial)
+        except BaseException:
+            file.close()
+            raise
+    else:
+        file = h5py.File(partial, "w")
+        file.attrs.update(expected)
+        file.attrs.update(n_done=0, n_total=n, saliency_detect_version=__version__)
+        chunks = (min(chunk_size, n), *x.shape[1:])
+        file.create_dataset("x_adv", shape=x.shape, dtype="float32", chunks=chunks, compression="gzip")
+        file.create_dataset("index", data=np.arange(n, dtype=np.int64))
+        for key, dtype in (
+            ("y", "int64"),
+            ("y_adv", "int64"),
+            ("l0", "int64"),
+            ("l2", "float32"),
+            ("linf", "float32"),
+        ):
+            file.create_dataset(key, shape=(n,), dtype=dtype)
+        file.create_dataset("success", shape=(n,), dtype="bool")
+    with file:
+        done = int(file.attrs["n_done"])
+        bar = keras.utils.Progbar(n, unit_name="image") if verbose else None
+        if bar is not None and done:
+            bar.update(done)
+        for start in range(done, n, chunk_size):
+            stop = min(start + chunk_size, n)
+            x_chunk = x[start:stop]
+            y_chunk = None if labels is None else labels[start:stop]
+            call = dict(params)
+            if takes_seed:
+                call["random_state"] = base_seed + start // chunk_size
+            x_adv = np.asarray(fn(model, x_chunk, y_chunk, **call), dtype=np.float32)
+            predicted = predict_labels(model, x_adv, clip_range=None)
+            used = predict_labels(model, x_chunk, clip_range=None) if y_chunk is None else y_chunk
+            success = predicted == used if params.get("targeted") else predicted != used
+            l0, l2, linf = _norms(x_chunk, x_adv)
+            file["x_adv"][start:stop] = x_adv
+            for key, value in (
+                ("y", used),
+                ("y_adv", predicted),
+                ("success", success),
+                ("l0", l0),
+                ("l2", l2),
+                ("linf", linf),
+            ):
+                file[key][start:stop] = value
+            file.attrs["n_done"] = stop
+            file.flush()
+            if bar is not None:
+                bar.update(stop)
+        file.attrs["completed"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    os.replace(partial, path)
+    return path
+
+
+def load_adversarial_set(path: str | os.PathLike[str]) -> AdversarialSet:
+    """Read a finished file written by `generate_adversarial_set`.
+
+    Raises:
+        FileNotFoundError: if there is no file at `path` (a `.partial` file is unfinished:
+            rerun the generator to complete it).
+        ValueError: if the file is not an adversarial set or is damaged.
+    """
+    path = Path(path)
+    if not path.is_file():
+        hint = (
+            " An unfinished .partial file exists: rerun generate_adversarial_set."
+            if Path(str(path) + ".partial").exists()
+            else ""
+        )
+        raise FileNotFoundError(f"No adversarial set at '{path}'.{hint}")
+    try:
+        with h5py.File(path, "r") as file:
+            if file.attrs.get("format") != _FORMAT:
+                raise ValueError(f"'{path}' is not an adversarial set written by saliency_detect.")
+            arrays = {
+                key: file[key][()] for key in ("x_adv", "index", "y", "y_adv", "success", "l0", "l2", "linf")
+            }
+            return AdversarialSet(
+                **arrays,
+                attack=str(file.attrs["attack"]),
+                params=json.loads(file.attrs["params"]),
+                model_fingerprint=str(file.attrs["model_fingerprint"]),
+            )
+    except (OSError, KeyError) as e:
+        raise ValueError(f"'{path}' is not a readable adversarial set ({type(e).__name__}: {e}).") from e

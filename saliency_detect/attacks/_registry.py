@@ -1,0 +1,94 @@
+"""Attacks by name, with their default parameters, for the CLI and the experiment pipeline."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from saliency_detect.attacks.bim import bim
+from saliency_detect.attacks.fgsm import fgsm
+from saliency_detect.attacks.iterative_l2 import iterative_l2
+from saliency_detect.attacks.pgd import pgd
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Marks a parameter without a default in `available_attacks()`.
+REQUIRED: Any = _Required()
+
+_ATTACKS: dict[str, Callable] = {
+    "fgsm": fgsm,
+    "bim": bim,
+    "iterative_l2": iterative_l2,
+    "pgd": pgd,
+}
+
+
+def available_attacks() -> dict[str, dict[str, Any]]:
+    """Return every attack's name with its keyword parameters and their defaults.
+
+    Parameters that must be given (such as `eps`) show `REQUIRED`.
+
+    Example:
+        >>> from saliency_detect.attacks import available_attacks
+        >>> available_attacks()["fgsm"]
+        {'eps': REQUIRED, 'norm': inf, 'clip_range': (0.0, 1.0), 'targeted': False, 'batch_size': 128}
+    """
+    return {name: _defaults(fn) for name, fn in _ATTACKS.items()}
+
+
+def _defaults(fn: Callable) -> dict[str, Any]:
+    return {
+        p.name: (REQUIRED if p.default is inspect.Parameter.empty else p.default)
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def get_attack(name: str) -> Callable:
+    """Return the attack function called `name`.
+
+    Args:
+        name: one of `available_attacks()`.
+
+    Returns:
+        The function, called as `attack(model, x, y=None, **params)`.
+
+    Raises:
+        ValueError: for an unknown name; the message lists the valid ones.
+
+    Example:
+        >>> from saliency_detect.attacks import get_attack
+        >>> get_attack("pgd").__name__
+        'pgd'
+    """
+    if name not in _ATTACKS:
+        raise ValueError(f"Unknown attack {name!r}. Expected one of: {', '.join(_ATTACKS)}.")
+    return _ATTACKS[name]
+
+
+def resolve_attack(attack: str | Callable) -> tuple[str, Callable]:
+    """Accept an attack name or function; return `(name, function)`."""
+    if isinstance(attack, str):
+        return attack, get_attack(attack)
+    if callable(attack):
+        return getattr(attack, "__name__", type(attack).__name__), attack
+    raise TypeError(f"`attack` must be an attack name or function. Received: {attack!r}")
+
+
+def check_params(name: str, fn: Callable, params: dict[str, Any]) -> dict[str, Any]:
+    """Raise TypeError naming the accepted options if `params` holds one `fn` does not take."""
+    parameters = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return dict(params)
+    accepted = [p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY][3:]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"Attack {name!r} takes the options {accepted}. Received unknown option(s): {unknown}"
+        )
+    return dict(params)

@@ -1,0 +1,290 @@
+import functools
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from saliency_detect import attacks
+from saliency_detect._prepared import prepare
+from saliency_detect.models import classifier_accuracy, mnist_net_f, predict_labels
+
+RNG = np.random.default_rng(0)
+X = RNG.random((10, 28, 28, 1), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(2)
+    return mnist_net_f()
+
+
+@pytest.fixture(scope="module")
+def test_images(mnist_sample):
+    return mnist_sample.x_test[:300], mnist_sample.y_test[:300]
+
+
+def _l2(a, b):
+    return np.sqrt(((a - b) ** 2).sum(axis=(1, 2, 3)))
+
+
+GRADIENT_ATTACKS = [
+    ("fgsm", {"eps": 0.2}, np.inf),
+    ("fgsm", {"eps": 1.5, "norm": 2}, 2),
+    ("bim", {"eps": 0.2, "nb_iter": 5}, np.inf),
+    ("iterative_l2", {"eps": 1.5, "nb_iter": 5}, 2),
+    ("pgd", {"eps": 0.2, "nb_iter": 5, "random_state": 0}, np.inf),
+    ("pgd", {"eps": 1.5, "norm": 2, "nb_iter": 5, "random_state": 0, "restarts": 2}, 2),
+]
+
+
+@pytest.mark.parametrize(("name", "params", "norm"), GRADIENT_ATTACKS)
+def test_norm_bounds_and_clip_range_hold(model, name, params, norm):
+    x_adv = attacks.get_attack(name)(model, X, **params)
+    assert x_adv.shape == X.shape and x_adv.dtype == np.float32
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    eps = params["eps"]
+    if norm == np.inf:
+        assert np.abs(x_adv - X).max() <= eps + 1e-6
+    else:
+        assert _l2(x_adv, X).max() <= eps * (1 + 1e-5)
+    assert np.abs(x_adv - X).max() > 0
+
+
+def test_a_narrower_clip_range_is_respected(model):
+    x = 0.25 + 0.5 * X
+    x_adv = attacks.pgd(model, x, eps=0.3, nb_iter=3, clip_range=(0.25, 0.75), random_state=0)
+    assert x_adv.min() >= 0.25 and x_adv.max() <= 0.75
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("norm", [np.inf, 2])
+def test_fgsm_and_pgd_match_cleverhans(trained_mnist_f, test_images, norm):
+    fgm = pytest.importorskip("cleverhans.tf2.attacks.fast_gradient_method")
+    pgd_module = pytest.importorskip("cleverhans.tf2.attacks.projected_gradient_descent")
+    x = test_images[0][:128]
+    eps = 0.3 if norm == np.inf else 2.0
+    theirs = fgm.fast_gradient_method(trained_mnist_f, x, eps, norm, clip_min=0.0, clip_max=1.0).numpy()
+    np.testing.assert_allclose(attacks.fgsm(trained_mnist_f, x, eps=eps, norm=norm), theirs, atol=1e-5)
+    theirs = pgd_module.projected_gradient_descent(
+        trained_mnist_f, x, eps, eps / 8, 10, norm, clip_min=0.0, clip_max=1.0, rand_init=False
+    ).numpy()
+    ours = attacks.pgd(trained_mnist_f, x, eps=eps, norm=norm, eps_iter=eps / 8, nb_iter=10, rand_init=False)
+    same_attack = attacks.bim if norm == np.inf else attacks.iterative_l2
+    also_ours = same_attack(trained_mnist_f, x, eps=eps, eps_iter=eps / 8)
+    if norm == np.inf:
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+        np.testing.assert_allclose(also_ours, theirs, atol=1e-5)
+    else:
+        # L2 steps keep the gradient's magnitude, so float rounding of a compiled graph vs
+        # cleverhans's eager ops can flip a ReLU after several steps in a rare image.
+        for candidate in (ours, also_ours):
+            per_image = np.abs(candidate - theirs).reshape(len(x), -1).max(axis=1)
+            assert np.mean(per_image <= 1e-5) >= 0.98 and per_image.max() <= 1e-3
+
+
+@pytest.mark.parametrize("name", ["fgsm", "bim"])
+def test_fgsm_and_bim_at_eps_0_3_leave_accuracy_below_30_percent(trained_mnist_f, test_images, name):
+    x, y = test_images
+    assert classifier_accuracy(trained_mnist_f, x, y) > 0.95
+    x_adv = attacks.get_attack(name)(trained_mnist_f, x, y, eps=0.3)
+    assert classifier_accuracy(trained_mnist_f, x_adv, y) < 0.30
+
+
+def test_y_none_uses_the_models_predictions(model):
+    predicted = predict_labels(model, X)
+    np.testing.assert_array_equal(attacks.fgsm(model, X, eps=0.1), attacks.fgsm(model, X, predicted, eps=0.1))
+    np.testing.assert_array_equal(
+        attacks.bim(model, X, eps=0.1, nb_iter=3), attacks.bim(model, X, predicted, eps=0.1, nb_iter=3)
+    )
+
+
+def test_targeted_attacks_move_towards_the_target(trained_mnist_f, test_images):
+    x = test_images[0][:64]
+    target = (predict_labels(trained_mnist_f, x) + 1) % 10
+    x_adv = attacks.pgd(trained_mnist_f, x, target, eps=0.3, targeted=True, random_state=0)
+    assert np.mean(predict_labels(trained_mnist_f, x_adv) == target) > 0.9
+    with pytest.raises(ValueError, match="targeted=True` needs `y`"):
+        attacks.pgd(trained_mnist_f, x, eps=0.3, targeted=True)
+
+
+def test_pgd_random_start_is_seeded_and_restarts_only_help(trained_mnist_f, test_images):
+    x, y = test_images[0][:32], test_images[1][:32]
+    a = attacks.pgd(trained_mnist_f, x, y, eps=0.1, nb_iter=5, random_state=3)
+    np.testing.assert_array_equal(a, attacks.pgd(trained_mnist_f, x, y, eps=0.1, nb_iter=5, random_state=3))
+    assert not np.array_equal(a, attacks.pgd(trained_mnist_f, x, y, eps=0.1, nb_iter=5, random_state=4))
+    b = attacks.pgd(trained_mnist_f, x, y, eps=0.1, nb_iter=5, random_state=3, restarts=3)
+
+    def loss(images):
+        logits = trained_mnist_f.predict(images, verbose=0)
+        return keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True).numpy()
+
+    assert np.all(loss(b) >= loss(a) - 1e-5)
+
+
+def test_new_eps_values_do_not_retrace(model):
+    for eps in (0.05, 0.1, 0.2):
+        attacks.fgsm(model, X, eps=eps, batch_size=4)
+    steps = [f for key, f in prepare(model)._functions.items() if key[0] == ("fgsm", np.inf, 0.0, 1.0, False)]
+    assert len(steps) == 1 and steps[0].experimental_get_tracing_count() == 1
+
+
+def test_softmax_models_are_attacked_through_their_logits(model):
+    softmax_model = keras.Model(model.input, keras.layers.Softmax()(model.output))
+    np.testing.assert_allclose(
+        attacks.pgd(softmax_model, X, eps=0.1, nb_iter=3, random_state=0),
+        attacks.pgd(model, X, eps=0.1, nb_iter=3, random_state=0),
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"eps": 0.0}, "`eps` must be a positive number"),
+        ({"eps": -0.1}, "`eps` must be a positive number"),
+        ({"eps": 0.1, "norm": 1}, "`norm` must be np.inf"),
+        ({"eps": 0.1, "clip_range": (1.0, 0.0)}, "low < high"),
+        ({"eps": 0.1, "batch_size": 0}, "batch_size"),
+    ],
+)
+def test_bad_parameters(model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        attacks.fgsm(model, X, **kwargs)
+
+
+def test_bad_images_and_labels(model):
+    with pytest.raises(ValueError, match=r"clip range \[0.0, 1.0\]"):
+        attacks.fgsm(model, X * 255, eps=0.1)
+    with pytest.raises(ValueError, match=r"clip range \[0.0, 0.5\]"):
+        attacks.fgsm(model, X, eps=0.1, clip_range=(0.0, 0.5))
+    with pytest.raises(ValueError, match="one label per image: expected 10"):
+        attacks.bim(model, X, np.zeros(3), eps=0.1)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 9\]"):
+        attacks.pgd(model, X, np.full(10, 12), eps=0.1)
+    with pytest.raises(ValueError, match="empty batch"):
+        attacks.fgsm(model, X[:0], eps=0.1)
+
+
+def test_registry():
+    everything = attacks.available_attacks()
+    assert {"fgsm", "bim", "iterative_l2", "pgd"} <= set(everything)
+    assert everything["pgd"]["eps"] is attacks.REQUIRED and everything["pgd"]["nb_iter"] == 40
+    for params in everything.values():  # the shared keywords keep one default everywhere
+        assert params.get("clip_range", (0.0, 1.0)) == (0.0, 1.0)
+        assert params.get("targeted", False) is False and params.get("batch_size", 128) == 128
+    with pytest.raises(ValueError, match=r"Unknown attack 'deepfool'\. Expected one of: fgsm"):
+        attacks.get_attack("deepfool")
+
+
+# --- minimal epsilon ------------------------------------------------------------------
+
+
+def test_minimal_epsilon_brackets_the_target_accuracy(trained_mnist_f, test_images):
+    x, y = test_images[0][:200], test_images[1][:200]
+    found = attacks.minimal_epsilon(trained_mnist_f, x, y, "fgsm", rtol=0.05)
+    assert found.accuracy < 0.30
+    below = [e for e, accuracy in found.history if accuracy >= 0.30 and e < found.eps]
+    assert below and found.eps - max(below) <= 0.05 * found.eps
+    assert classifier_accuracy(trained_mnist_f, attacks.fgsm(trained_mnist_f, x, y, eps=found.eps), y) < 0.30
+
+
+def test_minimal_epsilon_errors(model):
+    y = predict_labels(model, X)
+    with pytest.raises(ValueError, match="searched for"):
+        attacks.minimal_epsilon(model, X, y, "fgsm", eps=0.1)
+    with pytest.raises(ValueError, match="has no `eps`"):
+        attacks.minimal_epsilon(model, X, y, lambda m, x, y=None, **kw: x)
+    with pytest.raises(ValueError, match=r"even at eps=0\.001"):
+        attacks.minimal_epsilon(model, X, y, "fgsm", eps_max=0.001)
+    with pytest.raises(TypeError, match="unknown option"):
+        attacks.minimal_epsilon(model, X, y, "fgsm", steps=3)
+
+
+# --- cached adversarial sets ----------------------------------------------------------
+
+
+def test_generated_set_contents(model, tmp_path):
+    y = predict_labels(model, X)
+    path = attacks.generate_adversarial_set(
+        model, X, y, "fgsm", {"eps": 0.2}, tmp_path / "a.h5", chunk_size=4, verbose=False
+    )
+    adv = attacks.load_adversarial_set(path)
+    np.testing.assert_array_equal(adv.x_adv, attacks.fgsm(model, X, y, eps=0.2))
+    np.testing.assert_array_equal(adv.index, np.arange(10))
+    np.testing.assert_array_equal(adv.y_adv, predict_labels(model, adv.x_adv))
+    np.testing.assert_array_equal(adv.success, adv.y_adv != y)
+    np.testing.assert_allclose(adv.linf, np.abs(adv.x_adv - X).max(axis=(1, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(adv.l2, _l2(adv.x_adv, X), rtol=1e-5)
+    assert np.all(adv.l0 == np.count_nonzero((adv.x_adv != X)[..., 0].reshape(10, -1), axis=1))
+    assert adv.attack == "fgsm" and adv.params == {"eps": 0.2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5"]
+    assert "success_rate" in repr(adv)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_generation_resumes_to_the_same_file(model, tmp_path, monkeypatch):
+    params = {"eps": 0.2, "nb_iter": 3, "random_state": 5}
+    whole = attacks.generate_adversarial_set(
+        model, X, None, "pgd", params, tmp_path / "whole.h5", chunk_size=3, verbose=False
+    )
+
+    calls = {"n": 0}
+    real_pgd = attacks.get_attack("pgd")
+
+    @functools.wraps(real_pgd)
+    def flaky_pgd(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise _Interrupt
+        return real_pgd(*args, **kwargs)
+
+    target = tmp_path / "resumed.h5"
+    with pytest.raises(_Interrupt):
+        attacks.generate_adversarial_set(
+            model, X, None, flaky_pgd, params, target, chunk_size=3, verbose=False
+        )
+    assert not target.exists()
+    with h5py.File(str(target) + ".partial", "r") as partial:
+        assert partial.attrs["n_done"] == 6
+    with pytest.raises(FileNotFoundError, match=r"unfinished \.partial"):
+        attacks.load_adversarial_set(target)
+    attacks.generate_adversarial_set(model, X, None, real_pgd, params, target, chunk_size=3, verbose=False)
+    assert calls["n"] == 3, "the resumed run must not redo finished chunks"
+    a, b = attacks.load_adversarial_set(whole), attacks.load_adversarial_set(target)
+    for key in ("x_adv", "y", "y_adv", "success", "l0", "l2", "linf"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+
+
+def test_mismatched_files_are_refused_and_matching_ones_reused(model, tmp_path):
+    path = tmp_path / "set.h5"
+    attacks.generate_adversarial_set(model, X, None, "fgsm", {"eps": 0.2}, path, verbose=False)
+    stamp = path.stat().st_mtime_ns
+    attacks.generate_adversarial_set(model, X, None, "fgsm", {"eps": 0.2}, path, verbose=False)
+    assert path.stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match=r"made by another model.*params"):
+        attacks.generate_adversarial_set(model, X, None, "fgsm", {"eps": 0.3}, path, verbose=False)
+    other = mnist_net_f()
+    with pytest.raises(ValueError, match="model_fingerprint"):
+        attacks.generate_adversarial_set(other, X, None, "fgsm", {"eps": 0.2}, path, verbose=False)
+    with pytest.raises(ValueError, match="data_fingerprint"):
+        attacks.generate_adversarial_set(model, X[:5], None, "fgsm", {"eps": 0.2}, path, verbose=False)
+    with pytest.raises(TypeError, match="unknown option"):
+        attacks.generate_adversarial_set(
+            model, X, None, "fgsm", {"epsilon": 0.2}, tmp_path / "x.h5", verbose=False
+        )
+
+
+def test_loading_something_else_fails_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No adversarial set"):
+        attacks.load_adversarial_set(tmp_path / "none.h5")
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="not a readable adversarial set"):
+        attacks.load_adversarial_set(tmp_path / "junk.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(ValueError, match="not an adversarial set"):
+        attacks.load_adversarial_set(tmp_path / "other.h5")
