@@ -79,3 +79,39 @@ def test_train_command_errors_exit_2_with_a_message(argv, message, capsys, tmp_p
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not any(p.suffix == ".keras" for p in tmp_path.iterdir())
+
+
+def test_attack_command_writes_an_adversarial_set(tmp_path, capsys, trained_mnist_f):
+    from saliency_detect.attacks import load_adversarial_set
+    from saliency_detect.models import save_model
+
+    model_path = save_model(trained_mnist_f, tmp_path / "f.keras")
+    out = tmp_path / "adv.h5"
+    argv = ["attack", "--model", str(model_path), "--attack", "jsma", "--size", "12", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "success rate" in printed and str(out) in printed
+    adversarial = load_adversarial_set(out)
+    assert adversarial.attack == "jsma" and len(adversarial.x_adv) == 12
+    assert adversarial.l0.max() <= int(0.1 * 784)
+    assert main([*argv[:-2], "--param", "gamma=0.05", "--out", str(tmp_path / "b.h5")]) == 0
+    assert load_adversarial_set(tmp_path / "b.h5").params == {"gamma": 0.05, "random_state": 0}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--attack", "fgsm"], "--eps is required for fgsm"),
+        (["--attack", "deepfool", "--eps", "0.1"], "Unknown attack 'deepfool'"),
+        (["--attack", "fgsm", "--eps", "0.1", "--param", "steps=3"], "unknown option"),
+    ],
+)
+def test_attack_command_errors(tmp_path, capsys, extra, message):
+    from saliency_detect.models import mnist_net_f, save_model
+
+    model_path = save_model(mnist_net_f(), tmp_path / "f.keras")
+    code = main(
+        ["attack", "--model", str(model_path), "--size", "4", "--out", str(tmp_path / "a.h5"), *extra]
+    )
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "a.h5").exists()

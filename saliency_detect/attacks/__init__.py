@@ -10,10 +10,13 @@ means the model's own predictions; `targeted=True` takes `y` as the target class
 from saliency_detect.attacks._generate import AdversarialSet, generate_adversarial_set, load_adversarial_set
 from saliency_detect.attacks._registry import REQUIRED, available_attacks, get_attack
 from saliency_detect.attacks.bim import bim
+from saliency_detect.attacks.carlini_wagner_l2 import carlini_wagner_l2
 from saliency_detect.attacks.fgsm import fgsm
 from saliency_detect.attacks.iterative_l2 import iterative_l2
+from saliency_detect.attacks.jsma import jsma
 from saliency_detect.attacks.minimal_epsilon import MinimalEpsilon, minimal_epsilon
 from saliency_detect.attacks.pgd import pgd
+from saliency_detect.attacks.pixel_attack import pixel_attack
 
 __all__ = [
     "REQUIRED",
@@ -21,11 +24,14 @@ __all__ = [
     "MinimalEpsilon",
     "available_attacks",
     "bim",
+    "carlini_wagner_l2",
     "fgsm",
     "generate_adversarial_set",
     "get_attack",
     "iterative_l2",
+    "jsma",
     "load_adversarial_set",
     "minimal_epsilon",
     "pgd",
+    "pixel_attack",
 ]

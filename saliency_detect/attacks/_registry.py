@@ -7,9 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 from saliency_detect.attacks.bim import bim
+from saliency_detect.attacks.carlini_wagner_l2 import carlini_wagner_l2
 from saliency_detect.attacks.fgsm import fgsm
 from saliency_detect.attacks.iterative_l2 import iterative_l2
+from saliency_detect.attacks.jsma import jsma
 from saliency_detect.attacks.pgd import pgd
+from saliency_detect.attacks.pixel_attack import pixel_attack
 
 
 class _Required:
@@ -25,6 +28,9 @@ _ATTACKS: dict[str, Callable] = {
     "bim": bim,
     "iterative_l2": iterative_l2,
     "pgd": pgd,
+    "jsma": jsma,
+    "carlini_wagner_l2": carlini_wagner_l2,
+    "pixel_attack": pixel_attack,
 }
 
 

