@@ -6,6 +6,10 @@ Subpackages, one per concern, imported on first use:
   the embedded `mnist-sample` data set.
 - `saliency_detect.models`: the model zoo of the papers (MNIST-NET, CIFAR10-NET,
   VGG16, ResNet-20), training, saving and loading.
+- `saliency_detect.saliency`: saliency and attribution methods with one signature,
+  comparison metrics and the sanity check.
+- `saliency_detect.attacks`: FGSM, BIM, iterative L2, PGD, JSMA, C&W L2 and Pixel
+  Attack, the minimal-ε search and cached adversarial sets.
 - `saliency_detect.cli`: the `saliency-detect` command.
 
 Keras must run on the TensorFlow backend; importing this package with another backend
