@@ -15,20 +15,23 @@ from saliency_detect.models._training import predict_labels
 _PAIR_CHUNK = 1 << 24
 
 
-def _logit_gradients(prepared: Prepared, x: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """(d Z_class / dx, d sum_{j != class} Z_j / dx), flattened per image: the two gradients JSMA needs."""
+def _logit_gradients(
+    prepared: Prepared, x: tf.Tensor, classes: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(logits Z, d Z_class / dx, d sum_{j != class} Z_j / dx), gradients flattened per image."""
 
     def target_score(z):
-        return tf.gather(prepared.model(z, training=False), classes, batch_dims=1), ()
+        logits = prepared.model(z, training=False)
+        return tf.gather(logits, classes, batch_dims=1), (logits,)
 
     def others_score(z):
         logits = prepared.model(z, training=False)
         return tf.reduce_sum(logits, axis=-1) - tf.gather(logits, classes, batch_dims=1), ()
 
     n = tf.shape(x)[0]
-    g_target = score_gradients(target_score, x)[2][0]
+    _, (logits,), (g_target, _) = score_gradients(target_score, x)
     g_others = score_gradients(others_score, x)[2][0]
-    return tf.reshape(g_target, [n, -1]), tf.reshape(g_others, [n, -1])
+    return logits, tf.reshape(g_target, [n, -1]), tf.reshape(g_others, [n, -1])
 
 
 def _best_pairs(
@@ -163,16 +166,15 @@ def jsma(
             domain = flat < high if increase else flat > low
             changed = tf.zeros([batch], tf.int32)
 
-            def running(adv, changed, domain):
-                predicted = tf.argmax(prepared.model(adv, training=False), axis=-1, output_type=tf.int32)
-                reached = tf.equal(predicted, classes) if targeted else tf.not_equal(predicted, classes)
-                return tf.logical_not(reached) & (changed + 2 <= max_changes)
-
             def cond(adv, changed, domain, active):
                 return tf.reduce_any(active)
 
             def body(adv, changed, domain, active):
-                g_class, g_others = _logit_gradients(prepared, adv, classes)
+                # The gradient pass's logits tell which images are done, before they move.
+                logits, g_class, g_others = _logit_gradients(prepared, adv, classes)
+                predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+                reached = tf.equal(predicted, classes) if targeted else tf.not_equal(predicted, classes)
+                active = active & tf.logical_not(reached) & (changed + 2 <= max_changes)
                 if not targeted:  # drive the source class down: swap the roles' signs
                     g_class, g_others = -g_class, -g_others
                 if not increase:
@@ -186,9 +188,9 @@ def jsma(
                 domain = domain & ~((hot > 0) & at_bound)
                 changed += 2 * tf.cast(move, tf.int32)
                 adv = tf.reshape(flat_adv, shape)
-                return adv, changed, domain, active & found & running(adv, changed, domain)
+                return adv, changed, domain, active & found
 
-            adv, *_ = tf.while_loop(cond, body, (x, changed, domain, running(x, changed, domain)))
+            adv, *_ = tf.while_loop(cond, body, (x, changed, domain, tf.ones([batch], tf.bool)))
             return adv
 
         return step
