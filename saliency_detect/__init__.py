@@ -10,6 +10,10 @@ Subpackages, one per concern, imported on first use:
   comparison metrics and the sanity check.
 - `saliency_detect.attacks`: FGSM, BIM, iterative L2, PGD, JSMA, C&W L2 and Pixel
   Attack, the minimal-ε search and cached adversarial sets.
+- `saliency_detect.detector`: `SaliencyDetector` (the paper's detector), the
+  baselines, and `GuardedClassifier`, which puts a detector in front of a classifier.
+- `saliency_detect.evaluation`: detection reports (the paper's Table 1) and
+  generalization matrices.
 - `saliency_detect.cli`: the `saliency-detect` command.
 
 Keras must run on the TensorFlow backend; importing this package with another backend
@@ -26,9 +30,9 @@ require_tensorflow_backend()
 if "keras" in sys.modules:
     check_loaded_backend()
 
-_SUBPACKAGES = ("attacks", "cli", "data", "models", "saliency")
+_SUBPACKAGES = ("attacks", "cli", "data", "detector", "evaluation", "models", "saliency")
 
-__all__ = ["__version__", "attacks", "cli", "data", "models", "saliency"]
+__all__ = ["__version__", "attacks", "cli", "data", "detector", "evaluation", "models", "saliency"]
 
 
 def __getattr__(name: str):

@@ -5,12 +5,16 @@ same shape and dtype as `x`, inside `clip_range`. Shared keywords, in this order
 these defaults wherever an attack takes them: `eps`, `norm=np.inf`,
 `clip_range=(0.0, 1.0)`, `targeted=False`, `batch_size=128`, `random_state=None`. `y=None`
 means the model's own predictions; `targeted=True` takes `y` as the target classes.
+
+`detector_aware` (Metzen et al.'s adaptive adversary) also takes a fitted detector, so
+it is not in the by-name registry.
 """
 
 from saliency_detect.attacks._generate import AdversarialSet, generate_adversarial_set, load_adversarial_set
 from saliency_detect.attacks._registry import REQUIRED, available_attacks, get_attack
 from saliency_detect.attacks.bim import bim
 from saliency_detect.attacks.carlini_wagner_l2 import carlini_wagner_l2
+from saliency_detect.attacks.detector_aware import detector_aware
 from saliency_detect.attacks.fgsm import fgsm
 from saliency_detect.attacks.iterative_l2 import iterative_l2
 from saliency_detect.attacks.jsma import jsma
@@ -25,6 +29,7 @@ __all__ = [
     "available_attacks",
     "bim",
     "carlini_wagner_l2",
+    "detector_aware",
     "fgsm",
     "generate_adversarial_set",
     "get_attack",

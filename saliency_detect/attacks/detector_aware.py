@@ -1,0 +1,142 @@
+"""The detector-aware (dynamic) adversary of Metzen et al. 2017."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from saliency_detect._batching import map_batches
+from saliency_detect._gradients import score_gradients
+from saliency_detect._validation import check_positive_float, check_positive_int, model_image_shape
+from saliency_detect.attacks._common import (
+    as_column,
+    check_norm,
+    clip_to_ball,
+    loss_gradient,
+    per_image,
+    resolve_labels,
+    setup,
+    steepest_step,
+)
+
+
+def _detector_model(detector) -> keras.Model:
+    if hasattr(detector, "as_keras_model"):
+        return detector.as_keras_model()
+    if isinstance(detector, keras.Model):
+        return detector
+    raise TypeError(
+        "`detector` must be a fitted SaliencyDetector (or any object with `as_keras_model()`), or a "
+        f"Keras model mapping images to the logit of 'adversarial'. Received: {type(detector).__name__}"
+    )
+
+
+def detector_aware(
+    model,
+    x,
+    y=None,
+    *,
+    eps: float,
+    norm: float = np.inf,
+    clip_range: tuple[float, float] = (0.0, 1.0),
+    targeted: bool = False,
+    batch_size: int = 128,
+    detector,
+    sigma: float = 0.5,
+    eps_iter: float | None = None,
+    nb_iter: int = 10,
+) -> np.ndarray:
+    """The dynamic adversary of Metzen et al. 2017 ("On detecting adversarial perturbations").
+
+    An iterative attack on the classifier and its detector at once: each of `nb_iter`
+    steps moves by `eps_iter` along `(1 - sigma) * step(classifier loss gradient) +
+    sigma * step(-detector logit gradient)` (signs for L-infinity, unit vectors for L2),
+    then clips to `clip_range` and projects onto the `eps`-ball. `sigma=0` is BIM;
+    `sigma=1` only evades the detector. The detector's gradient is taken through its
+    whole graph, the saliency computation included (second-order gradients of the
+    classifier). For piecewise-linear classifiers (ReLU, max-pooling) the gradient
+    saliency is locally constant, so that part is zero almost everywhere and the
+    detector's gradient flows through its image input.
+
+    Args:
+        model: the classifier f.
+        x: clean images (N, H, W, C) in `clip_range`.
+        y: true labels, or targets when `targeted`; None uses the model's predictions.
+        eps: radius of the allowed perturbation (> 0).
+        norm: `np.inf` or `2`.
+        clip_range: `(low, high)` valid pixel values.
+        targeted: move the classifier towards `y`.
+        batch_size: images per compiled step.
+        detector: a fitted `SaliencyDetector`, or a Keras model from images to the
+            detector's logit of "adversarial" (Metzen et al.'s "alpha" is `eps_iter`,
+            their "steps" `nb_iter`).
+        sigma: weight of the detector's gradient, in [0, 1].
+        eps_iter: step size; None takes `2.5 * eps / nb_iter`.
+        nb_iter: number of steps.
+
+    Returns:
+        Adversarial images, float32, same shape as `x`, inside `clip_range` and the
+        `eps`-ball.
+
+    Raises:
+        ValueError: for invalid images, labels or parameters, or `sigma` outside [0, 1].
+        TypeError: for a `detector` that is neither a detector nor a Keras model.
+
+    Example:
+        >>> import numpy as np
+        >>> from saliency_detect.attacks import detector_aware
+        >>> from saliency_detect.detector import SaliencyDetector
+        >>> from saliency_detect.models import mnist_net_f
+        >>> f = mnist_net_f()
+        >>> x = np.random.default_rng(0).random((16, 28, 28, 1), dtype=np.float32) * 0.5
+        >>> det = SaliencyDetector(f, epochs=1, verbose=0, random_state=0).fit(x, x + 0.5)
+        >>> x_adv = detector_aware(f, x[:4], eps=0.1, detector=det, nb_iter=3)
+        >>> bool(np.abs(x_adv - x[:4]).max() <= 0.1 + 1e-6)
+        True
+    """
+    prepared, x, labels = setup(model, x, y, clip_range=clip_range, targeted=targeted, batch_size=batch_size)
+    eps, norm = check_positive_float(eps, "eps"), check_norm(norm)
+    nb_iter = check_positive_int(nb_iter, "nb_iter")
+    eps_iter = 2.5 * eps / nb_iter if eps_iter is None else check_positive_float(eps_iter, "eps_iter")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma <= 1:
+        raise ValueError(f"`sigma` must be a weight in [0, 1]. Received: sigma={sigma!r}")
+    scorer = _detector_model(detector)
+    expected = model_image_shape(scorer)
+    if expected is not None and tuple(expected) != tuple(x.shape[1:]):
+        raise ValueError(
+            f"`detector` takes images of shape {tuple(expected)}, but `x` has images of shape {x.shape[1:]}."
+        )
+    low, high = float(clip_range[0]), float(clip_range[1])
+    sigma = float(sigma)
+
+    def detector_gradient(images):
+        def score_fn(z):
+            return tf.reshape(scorer(z, training=False), [-1]), ()
+
+        return score_gradients(score_fn, images)[2][0]
+
+    def step(x, labels, eps, eps_iter):
+        eps, eps_iter = as_column(eps), as_column(eps_iter)
+        labels = resolve_labels(prepared.model(x, training=False), labels)
+        adv = x
+        for _ in tf.range(nb_iter):
+            move = (1.0 - sigma) * steepest_step(
+                loss_gradient(prepared, adv, labels, targeted), eps_iter, norm
+            )
+            move += sigma * steepest_step(-detector_gradient(adv), eps_iter, norm)
+            adv = tf.clip_by_value(adv + move, low, high)
+            adv = tf.clip_by_value(x + clip_to_ball(adv - x, eps, norm), low, high)
+        return adv
+
+    signature = [
+        tf.TensorSpec((None, *x.shape[1:]), tf.float32),
+        tf.TensorSpec((None,), tf.int32),
+        tf.TensorSpec((None,), tf.float32),
+        tf.TensorSpec((None,), tf.float32),
+    ]
+    # Compiled per call, not cached on the classifier: the step holds the detector,
+    # which holds the classifier, and the per-model cache must not keep models alive.
+    compiled = tf.function(step, input_signature=signature)
+    n = len(x)
+    return map_batches(compiled, (x, labels, per_image(eps, n), per_image(eps_iter, n)), batch_size)

@@ -1,0 +1,32 @@
+"""Detectors of adversarial images, and the guard that puts one in front of a classifier.
+
+- `SaliencyDetector`: the detection paper's detector D on the image stacked with the
+  classifier's saliency; `input_mode="image"` is the raw-image baseline.
+- `GuardedClassifier`: a fitted detector in front of its classifier, as one Keras model
+  that can be saved and exported.
+- Baselines with the same `fit` / `predict_proba` contract: `KernelDensityDetector`
+  (kernel density + Bayesian uncertainty, Feinman et al. 2017) and `LIDDetector` (local
+  intrinsic dimensionality, Ma et al. 2018).
+
+Every detector follows scikit-learn's estimator contract: parameters stored as given
+and checked in `fit`, `fit` returns `self`, fitted state ends in `_`, and
+`predict` / `predict_proba` / `decision_function` / `score` / `calibrate` raise
+`sklearn.exceptions.NotFittedError` before `fit`. Class 1 is "adversarial".
+"""
+
+from saliency_detect.detector._baselines import KernelDensityDetector, LIDDetector
+from saliency_detect.detector._detector import SaliencyDetector, default_detector
+from saliency_detect.detector._features import DETECTOR_SALIENCY, INPUT_MODES, SaliencyFeatures
+from saliency_detect.detector._guard import GuardedClassifier, GuardedPrediction
+
+__all__ = [
+    "DETECTOR_SALIENCY",
+    "INPUT_MODES",
+    "GuardedClassifier",
+    "GuardedPrediction",
+    "KernelDensityDetector",
+    "LIDDetector",
+    "SaliencyDetector",
+    "SaliencyFeatures",
+    "default_detector",
+]

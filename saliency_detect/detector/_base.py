@@ -1,0 +1,140 @@
+"""What every binary detector shares: the fit-data convention, thresholds, probabilities, scoring.
+
+A detector here is a scikit-learn estimator whose positive class (1) is "adversarial".
+Each detector implements `fit` and `decision_function` (a real-valued score, larger
+means more likely adversarial, 0 at the default threshold); this mixin derives
+`predict_proba`, `predict`, `score` and `calibrate` from it, each checking first that
+the detector is fitted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from saliency_detect._validation import check_images, check_positive_float
+
+
+def split_fit_data(
+    X, y, *, clip_range: tuple[float, float] | None, expected_shape=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn `fit(x_clean, x_adv)` or `fit(x, is_adversarial)` into `(images, 0/1 labels)`.
+
+    Raises:
+        ValueError: if `y` is missing, is neither images nor one 0/1 label per image, or
+            the images are invalid.
+    """
+    if y is None:
+        raise ValueError(
+            "`fit` needs the adversarial examples: call `fit(x_clean, x_adv)` with two image "
+            "batches, or `fit(x, is_adversarial)` with one 0/1 label per image."
+        )
+    x = check_images(X, name="x_clean", clip_range=clip_range, expected_shape=expected_shape)
+    y_array = y.numpy() if hasattr(y, "numpy") and not isinstance(y, np.ndarray) else np.asarray(y)
+    if y_array.ndim == 4:
+        x_adv = check_images(y_array, name="x_adv", clip_range=clip_range, expected_shape=x.shape[1:])
+        labels = np.concatenate([np.zeros(len(x), np.int64), np.ones(len(x_adv), np.int64)])
+        return np.concatenate([x, x_adv]), labels
+    labels = check_binary_labels(y_array, n=len(x))
+    if labels.min() == labels.max():
+        raise ValueError(
+            "`is_adversarial` must hold both classes (0: clean, 1: adversarial) to fit a detector. "
+            f"Received only {int(labels[0])}s."
+        )
+    return x, labels
+
+
+def check_binary_labels(y, *, n: int, name: str = "is_adversarial") -> np.ndarray:
+    """Return 0/1 labels (booleans accepted) as int64, or raise ValueError naming `name`."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(
+            f"`{name}` must hold one 0/1 label per image: expected shape ({n},). Received: shape={y.shape}"
+        )
+    if y.dtype == np.bool_:
+        return y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.number) or not np.all(np.isin(y, (0, 1))):
+        raise ValueError(
+            f"`{name}` must hold 0 (clean) or 1 (adversarial). "
+            f"Received values {np.unique(y)[:5].tolist()} (dtype={y.dtype})"
+        )
+    return y.astype(np.int64)
+
+
+class BinaryDetectorMixin:
+    """`predict_proba`, `predict`, `score` and `calibrate` from `decision_function`.
+
+    The threshold `threshold_` is on the `decision_function` scale: an image is flagged
+    when its score is above it. 0 (the fitted default) is probability 0.5.
+    """
+
+    _estimator_type = "classifier"
+
+    def decision_function(self, x) -> np.ndarray:  # pragma: no cover - every detector defines it
+        raise NotImplementedError
+
+    def predict_proba(self, x) -> np.ndarray:
+        """Return `(N, 2)` probabilities: column 0 clean, column 1 adversarial.
+
+        Args:
+            x: images (N, H, W, C).
+
+        Returns:
+            float64 array whose rows sum to 1.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before `fit`.
+            ValueError: for invalid images.
+        """
+        check_is_fitted(self)
+        p = 1.0 / (1.0 + np.exp(-np.asarray(self.decision_function(x), np.float64)))
+        return np.stack([1.0 - p, p], axis=1)
+
+    def predict(self, x) -> np.ndarray:
+        """Return 1 (adversarial) where the score is above `threshold_`, else 0.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before `fit`.
+            ValueError: for invalid images.
+        """
+        check_is_fitted(self)
+        return (np.asarray(self.decision_function(x)) > self.threshold_).astype(np.int64)
+
+    def score(self, x, is_adversarial) -> float:
+        """Return the accuracy of `predict(x)` against 0/1 labels.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before `fit`.
+            ValueError: for invalid images or labels.
+        """
+        check_is_fitted(self)
+        predicted = self.predict(x)
+        labels = check_binary_labels(is_adversarial, n=len(predicted))
+        return float(np.mean(predicted == labels))
+
+    def calibrate(self, x_clean, *, fpr: float = 0.05):
+        """Set `threshold_` so that a share `fpr` of clean images is flagged.
+
+        The threshold is the `1 - fpr` quantile of the clean images' scores (rounded up
+        to an observed score), so on these images at most `fpr` are flagged; use
+        held-out clean images, not the training ones.
+
+        Args:
+            x_clean: clean images (N, H, W, C), at least `1 / fpr` of them for a
+                meaningful quantile.
+            fpr: the target false-positive rate, in (0, 1).
+
+        Returns:
+            `self`.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before `fit`.
+            ValueError: for `fpr` outside (0, 1) or invalid images.
+        """
+        check_is_fitted(self)
+        fpr = check_positive_float(fpr, "fpr")
+        if fpr >= 1:
+            raise ValueError(f"`fpr` must be a rate in (0, 1). Received: fpr={fpr}")
+        scores = np.asarray(self.decision_function(x_clean), np.float64)
+        self.threshold_ = float(np.quantile(scores, 1.0 - fpr, method="higher"))
+        return self

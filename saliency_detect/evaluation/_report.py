@@ -1,0 +1,172 @@
+"""`detection_report`: the detection paper's Table 1 columns and the ROC figures for one attack."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import keras
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.utils.validation import check_is_fitted
+
+from saliency_detect._validation import check_images, check_labels, model_image_shape
+from saliency_detect.models._training import predict_labels
+
+_COLUMNS = (
+    ("f_accuracy_clean", "f acc. clean"),
+    ("f_accuracy_adversarial", "f acc. adv."),
+    ("d_accuracy_clean", "D acc. clean"),
+    ("d_accuracy_adversarial", "D acc. adv."),
+    ("tpr", "TPR"),
+    ("fpr", "FPR"),
+    ("roc_auc", "ROC AUC"),
+    ("tpr_at_5_fpr", "TPR @ 5% FPR"),
+)
+
+
+@dataclass(frozen=True)
+class DetectionReport:
+    """How a classifier and its detector fare on clean images and their adversarial versions.
+
+    Attributes:
+        name: a label for the row (the attack, usually).
+        f_accuracy_clean: the classifier's accuracy on the clean images.
+        f_accuracy_adversarial: its accuracy on the adversarial images.
+        d_accuracy_clean: the share of clean images the detector calls clean (1 - FPR).
+        d_accuracy_adversarial: the share of adversarial images it flags (the TPR).
+        tpr: true-positive rate at the detector's threshold.
+        fpr: false-positive rate at the detector's threshold.
+        roc_auc: area under the ROC curve of the detector's scores.
+        tpr_at_5_fpr: the highest TPR with FPR at most 5%.
+        n_clean: number of clean images.
+        n_adversarial: number of adversarial images.
+        threshold: the detector's threshold on its `decision_function` scale.
+    """
+
+    name: str
+    f_accuracy_clean: float
+    f_accuracy_adversarial: float
+    d_accuracy_clean: float
+    d_accuracy_adversarial: float
+    tpr: float
+    fpr: float
+    roc_auc: float
+    tpr_at_5_fpr: float
+    n_clean: int
+    n_adversarial: int
+    threshold: float
+
+    def to_dict(self) -> dict:
+        """Return every field as plain Python values (JSON-ready)."""
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        """Return the report as a one-row Markdown table (see `detection_table` for several rows)."""
+        return detection_table([self])
+
+
+def detection_table(reports: Sequence[DetectionReport]) -> str:
+    """Render reports as one Markdown table, a row per report (the paper's Table 1 layout).
+
+    Example:
+        >>> from saliency_detect.evaluation import DetectionReport, detection_table
+        >>> row = DetectionReport("fgsm", 0.99, 0.1, 0.98, 0.99, 0.99, 0.02, 0.999, 0.99, 100, 100, 0.0)
+        >>> print(detection_table([row]).splitlines()[2])
+        | fgsm | 0.990 | 0.100 | 0.980 | 0.990 | 0.990 | 0.020 | 0.999 | 0.990 |
+    """
+    header = "| attack | " + " | ".join(title for _, title in _COLUMNS) + " |"
+    rule = "| --- |" + " ---: |" * len(_COLUMNS)
+    rows = [
+        f"| {r.name} | " + " | ".join(f"{getattr(r, field):.3f}" for field, _ in _COLUMNS) + " |"
+        for r in reports
+    ]
+    return "\n".join([header, rule, *rows])
+
+
+def detection_report(
+    classifier: keras.Model,
+    detector,
+    x_test,
+    y_test,
+    x_adv,
+    *,
+    name: str = "",
+    batch_size: int = 256,
+    clip_range: tuple[float, float] | None = (0.0, 1.0),
+) -> DetectionReport:
+    """Measure the classifier f and a fitted detector D on clean images and their adversarial versions.
+
+    `x_adv[i]` is the adversarial version of `x_test[i]`, so both sets are scored
+    against `y_test`. Every adversarial image counts, whether or not it fools f (the
+    paper's protocol).
+
+    Args:
+        classifier: the classifier f.
+        detector: a fitted detector (any of `saliency_detect.detector`'s, or an object
+            with `decision_function` and `threshold_`).
+        x_test: clean images (N, H, W, C).
+        y_test: their true labels (N,).
+        x_adv: adversarial images (N, H, W, C), one per clean image.
+        name: the row's label (the attack).
+        batch_size: images per forward pass of f.
+        clip_range: the range images must lie in, or None.
+
+    Returns:
+        A `DetectionReport`.
+
+    Raises:
+        ValueError: for invalid images or labels, or `x_adv` not matching `x_test`.
+        sklearn.exceptions.NotFittedError: if `detector` is not fitted.
+
+    Example:
+        >>> import numpy as np
+        >>> from saliency_detect.detector import SaliencyDetector
+        >>> from saliency_detect.evaluation import detection_report
+        >>> from saliency_detect.models import mnist_net_f
+        >>> f = mnist_net_f()
+        >>> x = np.random.default_rng(0).random((16, 28, 28, 1), dtype=np.float32) * 0.5
+        >>> det = SaliencyDetector(f, epochs=1, verbose=0, random_state=0).fit(x, x + 0.5)
+        >>> report = detection_report(f, det, x, np.zeros(16, int), x + 0.5, name="shift")
+        >>> report.n_clean, report.n_adversarial
+        (16, 16)
+    """
+    check_is_fitted(detector)
+    x_test = check_images(
+        x_test, name="x_test", clip_range=clip_range, expected_shape=model_image_shape(classifier)
+    )
+    x_adv = check_images(x_adv, name="x_adv", clip_range=clip_range, expected_shape=x_test.shape[1:])
+    if len(x_adv) != len(x_test):
+        raise ValueError(
+            f"`x_adv` must hold one adversarial image per clean image: expected {len(x_test)}. "
+            f"Received {len(x_adv)}."
+        )
+    y_test = check_labels(y_test, n=len(x_test), name="y_test")
+    f_clean = float(
+        np.mean(predict_labels(classifier, x_test, batch_size=batch_size, clip_range=None) == y_test)
+    )
+    f_adv = float(
+        np.mean(predict_labels(classifier, x_adv, batch_size=batch_size, clip_range=None) == y_test)
+    )
+    scores_clean = np.asarray(detector.decision_function(x_test), np.float64)
+    scores_adv = np.asarray(detector.decision_function(x_adv), np.float64)
+    threshold = float(detector.threshold_)
+    fpr = float(np.mean(scores_clean > threshold))
+    tpr = float(np.mean(scores_adv > threshold))
+    labels = np.concatenate([np.zeros(len(scores_clean)), np.ones(len(scores_adv))])
+    scores = np.concatenate([scores_clean, scores_adv])
+    curve_fpr, curve_tpr, _ = roc_curve(labels, scores)
+    return DetectionReport(
+        name=name,
+        f_accuracy_clean=f_clean,
+        f_accuracy_adversarial=f_adv,
+        d_accuracy_clean=1.0 - fpr,
+        d_accuracy_adversarial=tpr,
+        tpr=tpr,
+        fpr=fpr,
+        roc_auc=float(roc_auc_score(labels, scores)),
+        tpr_at_5_fpr=float(np.max(curve_tpr[curve_fpr <= 0.05])),
+        n_clean=len(x_test),
+        n_adversarial=len(x_adv),
+        threshold=threshold,
+    )
