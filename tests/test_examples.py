@@ -38,3 +38,20 @@ def test_saliency_maps_example_draws_a_grid(tmp_path):
 
     with Image.open(out) as image:
         assert image.size[0] > 400 and image.size[1] > 300
+
+
+def test_guard_example_saves_reloads_and_rejects_fgsm(tmp_path):
+    out = tmp_path / "guard.keras"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "guard_deployed_classifier.py"),
+         "--epochs", "2", "--train-size", "2000", "--detector-epochs", "10", "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.is_file()
+    flagged = {
+        line.split()[0]: float(line.rsplit(" ", 1)[1])
+        for line in result.stdout.splitlines()
+        if "flagged" in line
+    }
+    assert flagged["FGSM"] > 0.9 and flagged["clean"] < 0.1, result.stdout
