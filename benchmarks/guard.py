@@ -17,25 +17,15 @@ Target (issue 5): guarded throughput >= 1/3 of the bare classifier's.
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
+from _timing import best_time
 
 from saliency_detect.detector import GuardedClassifier, SaliencyDetector
 from saliency_detect.models import mnist_net_f
-
-
-def best_time(fn, repeats):
-    fn()  # warm-up: tracing and first-call costs
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main():

@@ -13,26 +13,16 @@ Grad-CAM likewise against tf-keras-vis.
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
+from _timing import best_time
 
 from saliency_detect import saliency
 from saliency_detect.data import load_dataset
 from saliency_detect.models import load_model, mnist_net_f, train_classifier
-
-
-def best_time(fn, repeats):
-    fn()  # warm-up: tracing and first-call costs
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def floor_fn(model, layer_name=None):
