@@ -14,6 +14,8 @@ Subpackages, one per concern, imported on first use:
   baselines, and `GuardedClassifier`, which puts a detector in front of a classifier.
 - `saliency_detect.evaluation`: detection reports (the paper's Table 1) and
   generalization matrices.
+- `saliency_detect.experiments`: the detection paper's experiment end to end
+  (`run_experiment`, `ExperimentConfig`) and its reports.
 - `saliency_detect.cli`: the `saliency-detect` command.
 
 Keras must run on the TensorFlow backend; importing this package with another backend
@@ -30,9 +32,19 @@ require_tensorflow_backend()
 if "keras" in sys.modules:
     check_loaded_backend()
 
-_SUBPACKAGES = ("attacks", "cli", "data", "detector", "evaluation", "models", "saliency")
+_SUBPACKAGES = ("attacks", "cli", "data", "detector", "evaluation", "experiments", "models", "saliency")
 
-__all__ = ["__version__", "attacks", "cli", "data", "detector", "evaluation", "models", "saliency"]
+__all__ = [
+    "__version__",
+    "attacks",
+    "cli",
+    "data",
+    "detector",
+    "evaluation",
+    "experiments",
+    "models",
+    "saliency",
+]
 
 
 def __getattr__(name: str):

@@ -55,3 +55,28 @@ def test_guard_example_saves_reloads_and_rejects_fgsm(tmp_path):
         if "flagged" in line
     }
     assert flagged["FGSM"] > 0.9 and flagged["clean"] < 0.1, result.stdout
+
+
+def test_quickstart_example_fits_a_detector(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "quickstart.py"),
+         "--epochs", "1", "--train-size", "1000", "--detector-size", "300"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| FGSM"))
+    d_clean, d_adv = (float(v) for v in row.split("|")[4:6])
+    assert 0.0 <= d_clean <= 1.0 and d_adv > 0.5, result.stdout
+
+
+def test_reproduce_mnist_example_writes_the_report(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "reproduce_mnist.py"), "--dataset", "mnist-sample",
+         "--out", str(out), "--train-size", "300", "--test-size", "30", "--epochs", "1",
+         "--detector-train-size", "40", "--jsma-train-size", "25", "--detector-epochs", "1", "--sigmas"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "## Table 1" in result.stdout and "| jsma |" in result.stdout
+    assert (out / "report.html").is_file() and (out / "results.json").is_file()

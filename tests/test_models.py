@@ -112,6 +112,17 @@ def test_save_load_round_trip_is_exact_and_atomic(tmp_path):
     np.testing.assert_array_equal(models.load_model(path)(x), model(x))
 
 
+def test_fingerprint_ignores_compilation_but_not_weights(tmp_path):
+    model = models.mnist_net_d()
+    before = models.model_fingerprint(model)
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    assert models.model_fingerprint(model) == before
+    path = models.save_model(model, tmp_path / "d.keras")
+    assert models.model_fingerprint(models.load_model(path, compile=False)) == before
+    model.layers[-1].bias.assign(model.layers[-1].bias + 1.0)
+    assert models.model_fingerprint(model) != before
+
+
 def test_failed_save_leaves_nothing_on_disk(tmp_path, monkeypatch):
     model = models.mnist_net_d()
 

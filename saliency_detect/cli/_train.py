@@ -6,8 +6,6 @@ import argparse
 import re
 from pathlib import Path
 
-_DEFAULT_MODEL = {"mnist": "mnist_net_f", "cifar10": "cifar10_net_f", "folder": "vgg16_f"}
-
 
 def add_parser(subparsers) -> None:
     """Declare the `train` subcommand."""
@@ -61,7 +59,12 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train and save; print the test accuracy and where the model went."""
     from saliency_detect.data import load_dataset
-    from saliency_detect.models import classifier_accuracy, get_model_builder, train_classifier
+    from saliency_detect.models import (
+        classifier_accuracy,
+        get_model_builder,
+        paper_classifier,
+        train_classifier,
+    )
 
     dataset = load_dataset(
         args.dataset,
@@ -70,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
         test_size=args.test_size,
         image_size=tuple(args.image_size),
     )
-    family = "folder" if args.dataset.startswith("folder:") else args.dataset.split("-")[0]
-    model_name = args.model or _DEFAULT_MODEL.get(family, "mnist_net_f")
+    model_name = args.model or paper_classifier(args.dataset)
     model = get_model_builder(model_name)(input_shape=dataset.input_shape, num_classes=dataset.num_classes)
     out = Path(args.out or f"{model_name}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', args.dataset)}.keras")
     if out.suffix != ".keras":

@@ -11,15 +11,18 @@ from saliency_detect.data._dataset import (
     available_datasets,
     load_dataset,
 )
+from saliency_detect.data._images import IMAGE_SUFFIXES, read_images
 from saliency_detect.data._keras_files import ENV_VAR, DatasetNotFoundError, keras_cache_dir
 
 __all__ = [
     "CIFAR10_CLASSES",
     "ENV_VAR",
+    "IMAGE_SUFFIXES",
     "MNIST_CLASSES",
     "Dataset",
     "DatasetNotFoundError",
     "available_datasets",
     "keras_cache_dir",
     "load_dataset",
+    "read_images",
 ]

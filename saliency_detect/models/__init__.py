@@ -15,6 +15,7 @@ from saliency_detect.models._io import (
 from saliency_detect.models._training import (
     PAPER_DEFAULTS,
     classifier_accuracy,
+    paper_classifier,
     paper_defaults,
     predict_labels,
     train_classifier,
@@ -44,6 +45,7 @@ __all__ = [
     "mnist_net_d",
     "mnist_net_f",
     "model_fingerprint",
+    "paper_classifier",
     "paper_defaults",
     "predict_labels",
     "resnet20",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -170,7 +171,8 @@ def model_fingerprint(model: keras.Model) -> str:
 
     Two models share a fingerprint exactly when they have the same layers, configuration
     and weight values, so files made with one model can be recognised and refused for
-    another.
+    another. How a model is compiled (optimizer, loss, metrics) is not part of it: the
+    same network trained here and reloaded with `compile=False` keeps its fingerprint.
 
     Example:
         >>> import keras
@@ -180,7 +182,9 @@ def model_fingerprint(model: keras.Model) -> str:
         >>> model_fingerprint(a) == model_fingerprint(a), model_fingerprint(a) == model_fingerprint(b)
         (True, False)
     """
-    digest = hashlib.sha256(model.to_json().encode("utf-8"))
+    architecture = json.loads(model.to_json())
+    architecture.pop("compile_config", None)
+    digest = hashlib.sha256(json.dumps(architecture, sort_keys=True).encode("utf-8"))
     for weight in model.weights:
         digest.update(weight.path.encode("utf-8"))
         digest.update(weight.numpy().tobytes())

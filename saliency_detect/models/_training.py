@@ -43,6 +43,23 @@ def paper_defaults(dataset_name: str) -> dict[str, float]:
     return dict(PAPER_DEFAULTS["mnist"])
 
 
+_PAPER_CLASSIFIERS = {"mnist": "mnist_net_f", "cifar10": "cifar10_net_f", "folder": "vgg16_f"}
+
+
+def paper_classifier(dataset_name: str) -> str:
+    """Return the zoo name of the paper's classifier for a data set (MNIST-NET-f, CIFAR10-NET-f, VGG16-f).
+
+    Example:
+        >>> from saliency_detect.models import paper_classifier
+        >>> paper_classifier("mnist-sample"), paper_classifier("folder:/data/imagenet10")
+        ('mnist_net_f', 'vgg16_f')
+    """
+    for prefix, name in _PAPER_CLASSIFIERS.items():
+        if dataset_name.startswith(prefix):
+            return name
+    return _PAPER_CLASSIFIERS["mnist"]
+
+
 def _augmenter(channels: int) -> keras.Sequential:
     # Small shifts for every data set; horizontal flips only for colour photographs
     # (a flipped digit is another digit, or none).

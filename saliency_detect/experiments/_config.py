@@ -1,0 +1,351 @@
+"""`ExperimentConfig`: everything one run of the detection experiment depends on.
+
+A config is plain data: it is written to `config.json` and `results.json` with every
+run, and `load_config` reads it back (or a hand-written TOML file), so any run can be
+repeated exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from saliency_detect._files import atomic_write_text
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+#: Baseline detectors `run_experiment` can fit beside the saliency detector.
+BASELINES = ("image", "kernel_density", "lid")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack of an experiment.
+
+    Attributes:
+        name: an attack name of `saliency_detect.attacks.available_attacks()`.
+        eps: its perturbation size; None, for an attack that takes `eps`, searches the
+            smallest ε that brings the classifier's accuracy below the config's
+            `target_accuracy` (Metzen et al.'s protocol, the detection paper's).
+        params: its other keyword parameters (`{"nb_iter": 20}`, ...).
+        label: the name used in tables and file names (default: `name`).
+        train_size: clean training images for this attack's detector, overriding the
+            config's `detector_train_size` (slow attacks such as JSMA use fewer).
+    """
+
+    name: str
+    eps: float | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    train_size: int | None = None
+
+    @property
+    def display(self) -> str:
+        """The label used in tables and file names."""
+        return self.label or self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the spec as JSON-ready values."""
+        return {
+            "name": self.name,
+            "eps": self.eps,
+            "params": dict(self.params),
+            "label": self.label,
+            "train_size": self.train_size,
+        }
+
+
+def _default_attacks() -> tuple[AttackSpec, ...]:
+    return (AttackSpec("fgsm"), AttackSpec("bim"), AttackSpec("iterative_l2"), AttackSpec("jsma"))
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The settings of one detection experiment (`run_experiment`, `saliency-detect reproduce`).
+
+    Attributes:
+        dataset: `"mnist"`, `"mnist-sample"`, `"cifar10"` or `"folder:PATH"`.
+        data_dir: a folder searched first for the data set's file.
+        model: a trained classifier (`.keras`) to use; None trains one.
+        architecture: the zoo builder for a classifier trained here; None takes the
+            paper's for the data set (MNIST-NET-f, CIFAR10-NET-f, VGG16-f).
+        train_size: training images for the classifier (None: all).
+        test_size: test images (None: all); the detectors are tested on these.
+        epochs: the classifier's epochs; None takes the paper's.
+        learning_rate: the classifier's Adam learning rate; None takes the paper's.
+        augment: random shifts / flips while training the classifier.
+        attacks: the attacks, a detector per attack.
+        target_accuracy: the accuracy the minimal-ε search drives the classifier below.
+        search_size: test images the minimal-ε search attacks.
+        detector_train_size: clean training images (and as many adversarial ones) each
+            detector is fitted on (None: the classifier's training images).
+        detector_epochs: epochs of every detector D.
+        detector_learning_rate: Adam's learning rate for D (the paper's 1e-4).
+        detector_batch_size: images per step when fitting D.
+        saliency: the detector's saliency map (`"gradient"`, the paper's, or
+            `"guided_backprop"` / `"deconvnet"`).
+        baselines: detectors fitted beside the paper's, from `BASELINES`.
+        eps_factors: for every attack with an ε, detectors are also fitted at ε times
+            each factor and the cross-ε generalization matrix is reported (empty: none).
+        adaptive_sigmas: σ values of the detector-aware attack (Metzen et al.) run against
+            the first L-infinity attack's detector (empty: none).
+        adaptive_size: test images attacked by the detector-aware attack.
+        seed: the seed of training, attacks and splits.
+    """
+
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    model: str | None = None
+    architecture: str | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    epochs: int | None = None
+    learning_rate: float | None = None
+    augment: bool = False
+    attacks: tuple[AttackSpec, ...] = field(default_factory=_default_attacks)
+    target_accuracy: float = 0.30
+    search_size: int = 1000
+    detector_train_size: int | None = None
+    detector_epochs: int = 10
+    detector_learning_rate: float = 1e-4
+    detector_batch_size: int = 128
+    saliency: str = "gradient"
+    baselines: tuple[str, ...] = BASELINES
+    eps_factors: tuple[float, ...] = ()
+    adaptive_sigmas: tuple[float, ...] = (0.0, 0.5, 1.0)
+    adaptive_size: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as JSON-ready values (`from_dict` reads them back)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["attacks"] = [a.to_dict() for a in self.attacks]
+        for key in ("baselines", "eps_factors", "adaptive_sigmas"):
+            out[key] = list(out[key])
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ExperimentConfig:
+        """Build a config from a mapping such as `to_dict()`'s or a TOML file's.
+
+        Raises:
+            ValueError: for an unknown key or an invalid value (the message names it).
+        """
+        if not isinstance(values, Mapping):
+            raise ValueError(f"A config must be a mapping of settings. Received: {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown config key(s) {unknown}. Valid keys: {sorted(known)}")
+        kwargs = dict(values)
+        if "attacks" in kwargs:
+            kwargs["attacks"] = tuple(_attack_spec(a) for a in _as_list(kwargs["attacks"], "attacks"))
+        for key in ("baselines", "eps_factors", "adaptive_sigmas"):
+            if key in kwargs:
+                kwargs[key] = tuple(_as_list(kwargs[key], key))
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        """Return a copy with `changes` applied (validated like a new config)."""
+        return ExperimentConfig.from_dict({**self.to_dict(), **changes})
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the config as JSON to `path`, atomically."""
+        return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def demo_config() -> ExperimentConfig:
+    """The settings of `saliency-detect demo`: a few minutes on 2 CPU cores, no network.
+
+    MNIST-NET-f trained for 3 epochs on the embedded `mnist-sample`; FGSM, BIM and
+    iterative L2, each at its minimal ε for accuracy < 30% (searched on the 200 test
+    images), and JSMA; one saliency detector per attack (5 epochs, Adam 1e-3) fitted on
+    1,000 clean and 1,000 adversarial training images (150 for JSMA, the slow attack) and
+    tested on 200 test images; no baselines and no adaptive attack (`reproduce` runs
+    those).
+
+    Example:
+        >>> from saliency_detect.experiments import demo_config
+        >>> [a.display for a in demo_config().attacks]
+        ['fgsm', 'bim', 'iterative_l2', 'jsma']
+    """
+    return ExperimentConfig(
+        dataset="mnist-sample",
+        epochs=3,
+        learning_rate=1e-3,
+        test_size=200,
+        search_size=200,
+        detector_train_size=1000,
+        detector_epochs=5,
+        detector_learning_rate=1e-3,
+        attacks=(
+            AttackSpec("fgsm"),
+            AttackSpec("bim"),
+            AttackSpec("iterative_l2"),
+            AttackSpec("jsma", train_size=150),
+        ),
+        baselines=(),
+        adaptive_sigmas=(),
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
+    r"""Read a config from a `.toml` or `.json` file.
+
+    A `results.json` written by `run_experiment` is accepted too: its `"config"` entry is
+    read, so a finished run can be repeated exactly.
+
+    Args:
+        path: the file.
+
+    Returns:
+        An `ExperimentConfig`.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: if the file is not valid TOML / JSON, has another suffix, or holds
+            an unknown key or an invalid value.
+
+    Example:
+        >>> import os, tempfile
+        >>> from saliency_detect.experiments import load_config
+        >>> path = os.path.join(tempfile.mkdtemp(), "exp.toml")
+        >>> with open(path, "w") as f:
+        ...     _ = f.write('dataset = "mnist-sample"\n[[attacks]]\nname = "fgsm"\neps = 0.3\n')
+        >>> load_config(path).attacks[0].eps
+        0.3
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No config file at {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            with path.open("rb") as file:
+                values = tomllib.load(file)
+        elif suffix == ".json":
+            values = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            raise ValueError(f"A config file must end in '.toml' or '.json'. Received: {path}")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"Config file {path} is not valid {suffix[1:].upper()}: {e}") from e
+    if isinstance(values, dict) and "config" in values and "versions" in values:
+        values = values["config"]
+    return ExperimentConfig.from_dict(values)
+
+
+def _as_list(value: Any, name: str) -> list:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"`{name}` must be a list. Received: {value!r}")
+    return list(value)
+
+
+def _attack_spec(value: Any) -> AttackSpec:
+    if isinstance(value, AttackSpec):
+        return value
+    if isinstance(value, str):
+        return AttackSpec(value)
+    if isinstance(value, Mapping):
+        allowed = {"name", "eps", "params", "label", "train_size"}
+        unknown = sorted(set(value) - allowed)
+        if unknown or "name" not in value:
+            raise ValueError(
+                f"An attack must be a name or a table with keys {sorted(allowed)} ('name' required). "
+                f"Received: {dict(value)!r}"
+            )
+        return AttackSpec(
+            name=value["name"],
+            eps=value.get("eps"),
+            params=dict(value.get("params") or {}),
+            label=value.get("label"),
+            train_size=value.get("train_size"),
+        )
+    raise ValueError(f"An attack must be a name or a table. Received: {value!r}")
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
+
+
+def _check_optional_size(config: ExperimentConfig, name: str) -> None:
+    value = getattr(config, name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"`{name}` must be a positive integer or None. Received: {value!r}")
+
+
+def _validate(config: ExperimentConfig) -> None:
+    from saliency_detect.attacks._registry import _ATTACKS, check_params
+    from saliency_detect.detector._features import DETECTOR_SALIENCY
+
+    if not isinstance(config.dataset, str) or not config.dataset:
+        raise ValueError(f"`dataset` must be a data set name. Received: {config.dataset!r}")
+    for name in ("train_size", "test_size", "epochs", "detector_train_size"):
+        _check_optional_size(config, name)
+    for name in ("search_size", "detector_epochs", "detector_batch_size", "adaptive_size"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer. Received: {value!r}")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+        raise ValueError(f"`seed` must be a non-negative integer. Received: {config.seed!r}")
+    for name in ("learning_rate", "detector_learning_rate"):
+        value = getattr(config, name)
+        if value is None and name == "learning_rate":
+            continue
+        if not _positive_number(value):
+            raise ValueError(f"`{name}` must be a positive number. Received: {value!r}")
+    if not 0 < config.target_accuracy < 1:
+        raise ValueError(f"`target_accuracy` must be in (0, 1). Received: {config.target_accuracy!r}")
+    if not config.attacks:
+        raise ValueError("`attacks` must name at least one attack.")
+    labels = []
+    for spec in config.attacks:
+        if spec.name not in _ATTACKS:
+            raise ValueError(f"Unknown attack {spec.name!r} in `attacks`. Valid attacks: {sorted(_ATTACKS)}")
+        if spec.eps is not None and not _positive_number(spec.eps):
+            raise ValueError(
+                f"Attack {spec.display!r}: `eps` must be a positive number. Received: {spec.eps!r}"
+            )
+        if not isinstance(spec.params, Mapping) or {"eps", "batch_size"} & set(spec.params):
+            raise ValueError(
+                f"Attack {spec.display!r}: `params` must be a table of keyword parameters other than "
+                f"'eps' (its own key) and 'batch_size'. Received: {spec.params!r}"
+            )
+        try:
+            check_params(spec.name, _ATTACKS[spec.name], dict(spec.params))
+        except TypeError as e:
+            raise ValueError(str(e)) from None
+        size = spec.train_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(
+                f"Attack {spec.display!r}: `train_size` must be a positive integer or None. "
+                f"Received: {size!r}"
+            )
+        labels.append(spec.display)
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"Attack labels must be unique; give repeated attacks a `label`. Received: {labels}")
+    unknown = sorted(set(config.baselines) - set(BASELINES))
+    if unknown:
+        raise ValueError(f"Unknown baseline(s) {unknown} in `baselines`. Valid baselines: {list(BASELINES)}")
+    if not all(_positive_number(v) for v in config.eps_factors):
+        raise ValueError(f"`eps_factors` must be positive numbers. Received: {list(config.eps_factors)}")
+    if not all(v == 0 or _positive_number(v) for v in config.adaptive_sigmas):
+        raise ValueError(
+            f"`adaptive_sigmas` must be non-negative numbers. Received: {list(config.adaptive_sigmas)}"
+        )
+    if config.saliency not in DETECTOR_SALIENCY:
+        raise ValueError(
+            f"`saliency` must be one of {list(DETECTOR_SALIENCY)}. Received: {config.saliency!r}"
+        )

@@ -1,0 +1,246 @@
+"""Writing an experiment's report: `results.json`, `tables.md`, PNG figures, `report.html`.
+
+Figures are drawn on `matplotlib.figure.Figure` objects (no pyplot state, no display
+needed); every file is written to a temporary name and renamed into place. The HTML
+report embeds its images as base64 data, so the one file can be mailed or archived.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from saliency_detect._files import atomic_write_bytes, atomic_write_text
+
+_COMPARED = ("d_accuracy_clean", "d_accuracy_adversarial", "roc_auc", "tpr_at_5_fpr")
+_TABLE1_COLUMNS = (
+    ("f_accuracy_clean", "f acc. clean"),
+    ("f_accuracy_adversarial", "f acc. adv."),
+    ("d_accuracy_clean", "D acc. clean"),
+    ("d_accuracy_adversarial", "D acc. adv."),
+    ("roc_auc", "ROC AUC"),
+    ("tpr_at_5_fpr", "TPR @ 5% FPR"),
+)
+
+
+def _figure_png(draw, *, size=(5.0, 4.0)) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=size, dpi=110)
+    FigureCanvasAgg(figure)
+    draw(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _matrix_png(matrix: dict[str, Any]) -> bytes:
+    from saliency_detect.evaluation import GeneralizationMatrix
+
+    m = GeneralizationMatrix(
+        tuple(matrix["train_labels"]),
+        tuple(matrix["test_labels"]),
+        np.asarray(matrix["values"]),
+        matrix["metric"],
+    )
+    n = max(len(m.test_labels), 2)
+    return _figure_png(lambda fig: m.plot(fig.add_subplot()), size=(2.4 + 0.9 * n, 1.4 + 0.8 * n))
+
+
+def _roc_png(label: str, curves: dict[str, dict[str, list[float]]]) -> bytes:
+    def draw(fig):
+        ax = fig.add_subplot()
+        for kind, curve in curves.items():
+            ax.plot(curve["fpr"], curve["tpr"], label=kind)
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("false-positive rate (clean images flagged)")
+        ax.set_ylabel("true-positive rate (adversarial images flagged)")
+        ax.set_title(f"ROC: {label}")
+        ax.legend(loc="lower right")
+
+    return _figure_png(draw)
+
+
+def _figures(results: dict[str, Any]) -> dict[str, bytes]:
+    figures = {"cross_attack.png": _matrix_png(results["matrices"]["cross_attack"])}
+    for label, matrix in results["matrices"]["cross_eps"].items():
+        figures[f"cross_eps_{_safe(label)}.png"] = _matrix_png(matrix)
+    for label, curves in results["roc"].items():
+        figures[f"roc_{_safe(label)}.png"] = _roc_png(label, curves)
+    return figures
+
+
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The report's tables as (title, header, rows), shared by Markdown and HTML."""
+    sections = []
+    f = results["classifier"]
+    sections.append(
+        (
+            "Classifier",
+            ["source", "test accuracy", "fingerprint"],
+            [[f["source"], f"{f['test_accuracy']:.4f}", f["fingerprint"][:16]]],
+        )
+    )
+    sections.append(
+        (
+            "Attacks",
+            [
+                "attack",
+                "ε",
+                "ε searched",
+                "success (test)",
+                "mean L0",
+                "mean L2",
+                "mean L∞",
+                "D train images",
+            ],
+            [
+                [
+                    label,
+                    "—" if a["eps"] is None else f"{a['eps']:.4g}",
+                    "yes" if a["eps_searched"] else "no",
+                    f"{a['success_rate_test']:.3f}",
+                    f"{a['mean_l0_test']:.1f}",
+                    f"{a['mean_l2_test']:.3f}",
+                    f"{a['mean_linf_test']:.3f}",
+                    str(a["detector_train_size"]),
+                ]
+                for label, a in results["attacks"].items()
+            ],
+        )
+    )
+    sections.append(
+        (
+            "Table 1: classifier and saliency detector",
+            ["attack", *(title for _, title in _TABLE1_COLUMNS)],
+            [[r["attack"], *(f"{r[key]:.3f}" for key, _ in _TABLE1_COLUMNS)] for r in results["table1"]],
+        )
+    )
+    if any(r["detector"] != "saliency" for r in results["comparison"]):
+        sections.append(
+            (
+                "Detectors compared",
+                ["attack", "detector", "D acc. clean", "D acc. adv.", "ROC AUC", "TPR @ 5% FPR"],
+                [
+                    [
+                        r["attack"],
+                        r["detector"],
+                        *(f"{r[k]:.3f}" for k in _COMPARED),
+                    ]
+                    for r in results["comparison"]
+                ],
+            )
+        )
+    matrices = [("Cross-attack generalization (D accuracy)", results["matrices"]["cross_attack"])]
+    for label, m in results["matrices"]["cross_eps"].items():
+        matrices.append((f"Cross-ε generalization: {label}", m))
+    for title, m in matrices:
+        sections.append(
+            (
+                title,
+                ["trained on \\ tested on", *m["test_labels"]],
+                [
+                    [label, *(f"{v:.3f}" for v in row)]
+                    for label, row in zip(m["train_labels"], m["values"], strict=True)
+                ],
+            )
+        )
+    adaptive = results.get("adaptive")
+    if adaptive:
+        sections.append(
+            (
+                f"Detector-aware attack on the {adaptive['attack']} detector "
+                f"(ε = {adaptive['eps']:.4g}, {adaptive['n_images']} images)",
+                ["σ", "detection rate", "f accuracy"],
+                [
+                    [f"{r['sigma']:g}", f"{r['detection_rate']:.3f}", f"{r['f_accuracy']:.3f}"]
+                    for r in adaptive["rows"]
+                ],
+            )
+        )
+    return sections
+
+
+def tables_markdown(results: dict[str, Any]) -> str:
+    """Render an experiment's results (`run_experiment`'s return value) as Markdown tables."""
+    parts = ["# Detection experiment", ""]
+    for title, header, rows in _sections(results):
+        parts += [f"## {title}", "", _markdown_table(header, rows), ""]
+    return "\n".join(parts)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f2f2f2; }
+figure { display: inline-block; margin: 0.5em; }
+figcaption { text-align: center; font-size: 0.9em; }
+pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def report_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
+    """Render a self-contained HTML report: tables, embedded PNG figures, config and versions."""
+    e = html.escape
+    body = ["<h1>Detection experiment</h1>"]
+    timings = results["timings"]
+    body.append(
+        f"<p>Data set <code>{e(results['config']['dataset'])}</code>; total time "
+        f"{timings.get('total', 0):.0f} s; saliency_detect {e(results['versions']['saliency_detect'])}.</p>"
+    )
+    for title, header, rows in _sections(results):
+        body.append(f"<h2>{e(title)}</h2><table><thead><tr>")
+        body.append("".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>")
+        for row in rows:
+            body.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+        body.append("</tbody></table>")
+    body.append("<h2>Figures</h2>")
+    for name, png in figures.items():
+        data = base64.b64encode(png).decode("ascii")
+        body.append(
+            f'<figure><img src="data:image/png;base64,{data}" alt="{e(name)}">'
+            f"<figcaption>{e(name)}</figcaption></figure>"
+        )
+    body.append("<h2>Configuration</h2><pre>" + e(json.dumps(results["config"], indent=2)) + "</pre>")
+    body.append("<h2>Versions</h2><pre>" + e(json.dumps(results["versions"], indent=2)) + "</pre>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>saliency_detect: detection experiment</title>"
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> dict[str, str]:
+    """Write `results.json`, `tables.md`, the PNG figures and `report.html` into `out`.
+
+    `results["files"]` is filled with the names written. Returns that mapping.
+    """
+    figures = _figures(results)
+    files = {"results": "results.json", "tables": "tables.md", "report": "report.html"}
+    files.update({name.removesuffix(".png"): name for name in figures})
+    results["files"] = files
+    for name, png in figures.items():
+        atomic_write_bytes(out / name, png)
+    atomic_write_text(out / "tables.md", tables_markdown(results))
+    atomic_write_text(out / "report.html", report_html(results, figures))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    return files

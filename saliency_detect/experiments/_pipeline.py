@@ -1,0 +1,432 @@
+"""`run_experiment`: the detection paper's experiment, end to end, every step cached.
+
+Steps, each skipped when its result is already in `OUT/cache/` (so an interrupted run
+resumes): train or load the classifier f; the minimal ε of each attack; the adversarial
+training and test sets (resumable HDF5 files); a saliency detector per attack (and per ε
+for the cross-ε matrix) and the baselines; then the reports (`_outputs.write_outputs`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from saliency_detect._files import atomic_write_text
+from saliency_detect._version import __version__
+from saliency_detect.experiments._config import AttackSpec, ExperimentConfig
+
+#: Attacks whose ε is an L-infinity bound; the adaptive attack runs against the first.
+_LINF_ATTACKS = ("fgsm", "bim", "pgd")
+
+
+def _digest(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+class _Run:
+    """State shared by the steps of one experiment: paths, logging, timings."""
+
+    def __init__(self, config: ExperimentConfig, out: Path, verbose: int):
+        self.config = config
+        self.out = out
+        self.cache = out / "cache"
+        self.verbose = verbose
+        self.timings: dict[str, float] = {}
+
+    def log(self, message: str) -> None:
+        if self.verbose:
+            print(message, flush=True)
+
+    def timed(self, key: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        value = fn()
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - start
+        return value
+
+
+def run_experiment(config: ExperimentConfig, out_dir, *, verbose: int = 1) -> dict[str, Any]:
+    """Run the detection paper's experiment and write its report to `out_dir`.
+
+    Trains (or loads) the classifier f, finds each attack's minimal ε (unless given),
+    crafts the adversarial training and test sets, fits a `SaliencyDetector` per attack
+    (and per ε when `config.eps_factors` is set) and the configured baselines, measures
+    them (Table 1, the cross-attack and cross-ε generalization matrices, ROC curves, the
+    detector-aware attack for each σ) and writes `results.json`, `tables.md`, PNG figures
+    and a self-contained `report.html` to `out_dir`.
+
+    Every expensive step is cached under `out_dir/cache/` under a name derived from
+    everything it depends on: rerunning an interrupted run resumes it, and a changed
+    setting recomputes only what depends on it. The classifier trained here is
+    `out_dir/classifier.keras`.
+
+    Args:
+        config: the experiment's settings.
+        out_dir: the folder for the report and the cache (created if needed).
+        verbose: 0 is silent; 1 prints each step with Keras's progress bars.
+
+    Returns:
+        The contents of `results.json`: the config, library versions, the classifier's
+        accuracy, each attack's ε and success, every detection report, the matrices,
+        the adaptive-attack results, the timings and the files written.
+
+    Raises:
+        TypeError: if `config` is not an `ExperimentConfig`.
+        ValueError: if the data set, model or a cached file does not fit the config.
+
+    Example:
+        >>> import tempfile
+        >>> from saliency_detect.experiments import AttackSpec, demo_config, run_experiment
+        >>> config = demo_config().replace(
+        ...     train_size=300, test_size=40, epochs=1, detector_train_size=60, detector_epochs=1,
+        ...     attacks=[{"name": "fgsm", "eps": 0.3}])
+        >>> results = run_experiment(config, tempfile.mkdtemp(), verbose=0)
+        >>> sorted(results["attacks"])
+        ['fgsm']
+    """
+    import keras
+
+    from saliency_detect.data import load_dataset
+    from saliency_detect.experiments._outputs import write_outputs
+
+    if not isinstance(config, ExperimentConfig):
+        raise TypeError(f"`config` must be an ExperimentConfig. Received: {type(config).__name__}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = _Run(config, out, verbose)
+    started = time.perf_counter()
+    config.save(out / "config.json")
+
+    dataset = run.timed(
+        "load_data",
+        lambda: load_dataset(
+            config.dataset, data_dir=config.data_dir, train_size=config.train_size, test_size=config.test_size
+        ),
+    )
+    run.log(f"[data] {dataset!r}")
+    keras.utils.set_random_seed(config.seed)
+    f, classifier_info = _classifier(run, dataset)
+    x_test, y_test = dataset.x_test, dataset.y_test
+
+    attacks: dict[str, dict[str, Any]] = {}
+    adversarial_test: dict[str, np.ndarray] = {}
+    detectors: dict[str, Any] = {}
+    comparison: list[dict[str, Any]] = []
+    roc: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for spec in config.attacks:
+        label = spec.display
+        eps_info = _epsilon(run, f, spec, x_test, y_test)
+        eps = eps_info["eps"]
+        n_train = spec.train_size or config.detector_train_size or len(dataset.x_train)
+        x_train = dataset.x_train[:n_train]
+        y_train = dataset.y_train[:n_train]
+        adv_train = _adversarial(run, f, spec, eps, x_train, y_train, "train")
+        adv_test = _adversarial(run, f, spec, eps, x_test, y_test, "test")
+        adversarial_test[label] = adv_test.x_adv
+        attacks[label] = {
+            **spec.to_dict(),
+            **eps_info,
+            "detector_train_size": int(n_train),
+            "success_rate_test": float(np.mean(adv_test.success)),
+            "mean_l0_test": float(np.mean(adv_test.l0)),
+            "mean_l2_test": float(np.mean(adv_test.l2)),
+            "mean_linf_test": float(np.mean(adv_test.linf)),
+        }
+        fitted = {
+            "saliency": _saliency_detector(run, f, x_train, adv_train.x_adv, "image+saliency", spec, eps)
+        }
+        for baseline in config.baselines:
+            fitted[baseline] = _baseline(run, f, baseline, x_train, adv_train.x_adv, spec, eps)
+        detectors[label] = fitted["saliency"]
+        roc[label] = {}
+        for kind, detector in fitted.items():
+            report, curve = _evaluate(run, f, detector, x_test, y_test, adv_test.x_adv, label)
+            comparison.append({"attack": label, "detector": kind, **report.to_dict()})
+            roc[label][kind] = curve
+            run.log(
+                f"[{label}] {kind}: D accuracy clean {report.d_accuracy_clean:.3f}, "
+                f"adversarial {report.d_accuracy_adversarial:.3f}, ROC AUC {report.roc_auc:.3f}"
+            )
+
+    matrices = {"cross_attack": _cross_attack(run, detectors, x_test, adversarial_test).to_dict()}
+    cross_eps = {}
+    if config.eps_factors:
+        for spec in config.attacks:
+            eps = attacks[spec.display]["eps"]
+            if eps is not None:
+                cross_eps[spec.display] = _cross_eps(run, f, spec, eps, dataset).to_dict()
+    matrices["cross_eps"] = cross_eps
+    adaptive = _adaptive(run, f, detectors, attacks, x_test, y_test)
+
+    results = {
+        "config": config.to_dict(),
+        "versions": _versions(),
+        "classifier": classifier_info,
+        "attacks": attacks,
+        "table1": [row for row in comparison if row["detector"] == "saliency"],
+        "comparison": comparison,
+        "matrices": matrices,
+        "roc": roc,
+        "adaptive": adaptive,
+        "timings": {},
+        "files": {},
+    }
+    run.timings["total"] = time.perf_counter() - started
+    results["timings"] = {key: round(value, 3) for key, value in run.timings.items()}
+    write_outputs(results, out)
+    run.log(f"[done] report written to {out / 'report.html'} ({run.timings['total']:.0f} s)")
+    return results
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import sklearn
+    import tensorflow as tf
+
+    return {
+        "saliency_detect": __version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def _classifier(run: _Run, dataset) -> tuple[Any, dict[str, Any]]:
+    from saliency_detect.models import (
+        classifier_accuracy,
+        get_model_builder,
+        load_model,
+        model_fingerprint,
+        paper_classifier,
+        paper_defaults,
+        train_classifier,
+    )
+
+    config = run.config
+    if config.model is not None:
+        f = load_model(config.model, compile=False)
+        source = str(config.model)
+        run.log(f"[classifier] loaded {source}")
+    else:
+        name = config.architecture or paper_classifier(config.dataset)
+        defaults = paper_defaults(config.dataset)
+        settings = {
+            "architecture": name,
+            "dataset": config.dataset,
+            "train_size": len(dataset.x_train),
+            "epochs": config.epochs or defaults["epochs"],
+            "learning_rate": config.learning_rate or defaults["learning_rate"],
+            "augment": config.augment,
+            "seed": config.seed,
+        }
+        path = run.out / "classifier.keras"
+        stamp = run.cache / "classifier.json"
+        if path.exists() and stamp.exists() and json.loads(stamp.read_text())["settings"] == settings:
+            f = load_model(path, compile=False)
+            run.log(f"[classifier] reusing {path}")
+        else:
+            run.log(f"[classifier] training {name} for {settings['epochs']} epochs")
+            f = get_model_builder(name)(input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+            run.timed(
+                "train_classifier",
+                lambda: train_classifier(
+                    f,
+                    dataset,
+                    epochs=settings["epochs"],
+                    learning_rate=settings["learning_rate"],
+                    augment=config.augment,
+                    save_path=path,
+                    backup_dir=run.cache / f"classifier-backup-{_digest(settings)}",
+                    random_state=config.seed,
+                    verbose=2 if run.verbose else 0,
+                ),
+            )
+            atomic_write_text(stamp, json.dumps({"settings": settings}, indent=2))
+        source = str(path)
+    accuracy = classifier_accuracy(f, dataset.x_test, dataset.y_test)
+    run.log(f"[classifier] test accuracy {accuracy:.4f}")
+    return f, {"source": source, "fingerprint": model_fingerprint(f), "test_accuracy": float(accuracy)}
+
+
+def _takes_eps(name: str) -> bool:
+    from saliency_detect.attacks import available_attacks
+
+    return "eps" in available_attacks()[name]
+
+
+def _epsilon(run: _Run, f, spec: AttackSpec, x_test, y_test) -> dict[str, Any]:
+    from saliency_detect.attacks import minimal_epsilon
+    from saliency_detect.models import model_fingerprint
+
+    if not _takes_eps(spec.name):
+        return {"eps": None, "eps_searched": False}
+    if spec.eps is not None:
+        return {"eps": float(spec.eps), "eps_searched": False}
+    config = run.config
+    n = min(config.search_size, len(x_test))
+    key = _digest(spec.name, dict(spec.params), model_fingerprint(f), n, config.target_accuracy)
+    cache_file = run.cache / "epsilon.json"
+    cached = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    if key not in cached:
+        target = config.target_accuracy
+        run.log(f"[{spec.display}] searching the minimal ε for accuracy < {target:.0%} on {n} images")
+        found = run.timed(
+            f"epsilon/{spec.display}",
+            lambda: minimal_epsilon(
+                f, x_test[:n], y_test[:n], spec.name, target_accuracy=target, **dict(spec.params)
+            ),
+        )
+        history = [list(h) for h in found.history]
+        cached[key] = {"eps": found.eps, "accuracy": found.accuracy, "history": history}
+        atomic_write_text(cache_file, json.dumps(cached, indent=2))
+    entry = cached[key]
+    run.log(f"[{spec.display}] ε = {entry['eps']:.4g} (accuracy {entry['accuracy']:.3f} on {n} images)")
+    return {
+        "eps": entry["eps"],
+        "eps_searched": True,
+        "eps_search_accuracy": entry["accuracy"],
+        "eps_search_history": entry["history"],
+    }
+
+
+def _attack_params(run: _Run, spec: AttackSpec, eps: float | None) -> dict[str, Any]:
+    from saliency_detect.attacks import available_attacks
+
+    params = dict(spec.params)
+    if eps is not None:
+        params["eps"] = float(eps)
+    if "random_state" in available_attacks()[spec.name]:
+        params.setdefault("random_state", run.config.seed)
+    return params
+
+
+def _adversarial(run: _Run, f, spec: AttackSpec, eps, x, y, split: str):
+    from saliency_detect.attacks import generate_adversarial_set, load_adversarial_set
+    from saliency_detect.models import model_fingerprint
+
+    params = _attack_params(run, spec, eps)
+    key = _digest(spec.name, params, model_fingerprint(f), len(x))
+    path = run.cache / "adversarial" / f"{spec.name}-{split}-{key}.h5"
+    if not path.exists():
+        run.log(f"[{spec.display}] crafting the {split} set ({len(x)} images) -> {path.name}")
+    run.timed(
+        f"attack/{spec.display}",
+        lambda: generate_adversarial_set(f, x, y, spec.name, params, path, verbose=bool(run.verbose)),
+    )
+    return load_adversarial_set(path)
+
+
+def _detector_settings(run: _Run, input_mode: str) -> dict[str, Any]:
+    config = run.config
+    return {
+        "saliency": config.saliency,
+        "input_mode": input_mode,
+        "epochs": config.detector_epochs,
+        "learning_rate": config.detector_learning_rate,
+        "batch_size": config.detector_batch_size,
+        "random_state": config.seed,
+    }
+
+
+def _saliency_detector(run: _Run, f, x_clean, x_adv, input_mode: str, spec: AttackSpec, eps):
+    from saliency_detect.detector import SaliencyDetector
+    from saliency_detect.models import model_fingerprint
+
+    settings = _detector_settings(run, input_mode)
+    key = _digest(settings, spec.name, _attack_params(run, spec, eps), model_fingerprint(f), len(x_clean))
+    path = run.cache / "detectors" / f"{spec.display}-{input_mode.replace('+', '_')}-{key}"
+    if path.exists():
+        run.log(f"[{spec.display}] reusing detector {path.name}")
+        return SaliencyDetector.load(path, classifier=f)
+    run.log(f"[{spec.display}] fitting the {input_mode} detector on {len(x_clean)} + {len(x_adv)} images")
+    detector = SaliencyDetector(f, cache_saliency=True, verbose=2 if run.verbose else 0, **settings)
+    run.timed(f"detector/{spec.display}/{input_mode}", lambda: detector.fit(x_clean, x_adv))
+    detector.save(path, include_classifier=False)
+    return detector
+
+
+def _baseline(run: _Run, f, kind: str, x_clean, x_adv, spec: AttackSpec, eps):
+    from saliency_detect.detector import KernelDensityDetector, LIDDetector
+
+    if kind == "image":
+        return _saliency_detector(run, f, x_clean, x_adv, "image", spec, eps)
+    cls = KernelDensityDetector if kind == "kernel_density" else LIDDetector
+    run.log(f"[{spec.display}] fitting the {kind} baseline")
+    detector = cls(f, random_state=run.config.seed)
+    return run.timed(f"detector/{spec.display}/{kind}", lambda: detector.fit(x_clean, x_adv))
+
+
+def _evaluate(run: _Run, f, detector, x_test, y_test, x_adv, label: str):
+    from sklearn.metrics import roc_curve
+
+    from saliency_detect.evaluation import detection_report
+
+    report = detection_report(f, detector, x_test, y_test, x_adv, name=label)
+    scores = np.concatenate([detector.decision_function(x_test), detector.decision_function(x_adv)])
+    truth = np.concatenate([np.zeros(len(x_test)), np.ones(len(x_adv))])
+    fpr, tpr, _ = roc_curve(truth, scores)
+    return report, {"fpr": [round(float(v), 5) for v in fpr], "tpr": [round(float(v), 5) for v in tpr]}
+
+
+def _cross_attack(run: _Run, detectors, x_test, adversarial_test):
+    from saliency_detect.evaluation import generalization_matrix
+
+    run.log("[matrix] cross-attack generalization")
+    return run.timed("matrices", lambda: generalization_matrix(detectors, x_test, adversarial_test))
+
+
+def _cross_eps(run: _Run, f, spec: AttackSpec, eps: float, dataset):
+    from saliency_detect.evaluation import generalization_matrix
+
+    config = run.config
+    values = sorted({float(eps)} | {float(eps) * factor for factor in config.eps_factors})
+    n_train = spec.train_size or config.detector_train_size or len(dataset.x_train)
+    x_train, y_train = dataset.x_train[:n_train], dataset.y_train[:n_train]
+    detectors, test_sets = {}, {}
+    for value in values:
+        label = f"ε={value:.3g}"
+        adv_train = _adversarial(run, f, spec, value, x_train, y_train, "train")
+        adv_test = _adversarial(run, f, spec, value, dataset.x_test, dataset.y_test, "test")
+        detectors[label] = _saliency_detector(run, f, x_train, adv_train.x_adv, "image+saliency", spec, value)
+        test_sets[label] = adv_test.x_adv
+    run.log(f"[matrix] cross-ε generalization for {spec.display}")
+    return run.timed("matrices", lambda: generalization_matrix(detectors, dataset.x_test, test_sets))
+
+
+def _adaptive(run: _Run, f, detectors, attacks, x_test, y_test) -> dict[str, Any] | None:
+    from saliency_detect.attacks import detector_aware
+    from saliency_detect.models import predict_labels
+
+    sigmas = run.config.adaptive_sigmas
+    eligible = [label for label, a in attacks.items() if a["name"] in _LINF_ATTACKS and a["eps"] is not None]
+    target = eligible[0] if eligible else None
+    if not sigmas or target is None:
+        return None
+    detector = detectors[target]
+    eps = attacks[target]["eps"]
+    n = min(run.config.adaptive_size, len(x_test))
+    x, y = x_test[:n], y_test[:n]
+    rows = []
+    for sigma in sigmas:
+        run.log(f"[adaptive] detector-aware attack on the {target} detector, σ = {sigma}")
+        x_adv = run.timed(
+            "adaptive", lambda s=sigma: detector_aware(f, x, y, eps=eps, detector=detector, sigma=float(s))
+        )
+        rows.append(
+            {
+                "sigma": float(sigma),
+                "detection_rate": float(np.mean(detector.predict(x_adv))),
+                "f_accuracy": float(np.mean(predict_labels(f, x_adv) == y)),
+            }
+        )
+    return {"attack": target, "eps": eps, "n_images": n, "rows": rows}

@@ -1,0 +1,454 @@
+"""The experiment pipeline: config round-trip, outputs, resume, the demo / reproduce / detect commands."""
+
+import base64
+import csv
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saliency_detect.experiments import AttackSpec, ExperimentConfig, demo_config, load_config, run_experiment
+
+
+def tiny_config(**changes):
+    """A run of a few seconds: 1 epoch of f on 300 images, detectors on 60 + 60 images."""
+    values = {
+        "dataset": "mnist-sample",
+        "train_size": 300,
+        "test_size": 40,
+        "epochs": 1,
+        "learning_rate": 1e-3,
+        "search_size": 40,
+        "detector_train_size": 60,
+        "detector_epochs": 1,
+        "detector_learning_rate": 1e-3,
+        "attacks": [{"name": "fgsm", "eps": 0.3}, {"name": "bim", "eps": 0.2, "params": {"nb_iter": 3}}],
+        "baselines": [],
+        "adaptive_sigmas": [],
+    }
+    values.update(changes)
+    return ExperimentConfig.from_dict(values)
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+def test_config_round_trips_through_dict_json_and_toml(tmp_path):
+    config = tiny_config(eps_factors=[0.5, 2.0], adaptive_sigmas=[0.0, 1.0], baselines=["image", "lid"])
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
+    assert load_config(config.save(tmp_path / "c.json")) == config
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        'dataset = "mnist-sample"\ntrain_size = 300\ntest_size = 40\nepochs = 1\nlearning_rate = 1e-3\n'
+        "search_size = 40\ndetector_train_size = 60\ndetector_epochs = 1\ndetector_learning_rate = 1e-3\n"
+        'baselines = ["image", "lid"]\neps_factors = [0.5, 2.0]\nadaptive_sigmas = [0.0, 1.0]\n'
+        '[[attacks]]\nname = "fgsm"\neps = 0.3\n'
+        '[[attacks]]\nname = "bim"\neps = 0.2\nparams = { nb_iter = 3 }\n'
+    )
+    assert load_config(toml) == config
+    # A finished run's results.json is a config too: the run can be repeated exactly.
+    (tmp_path / "results.json").write_text(json.dumps({"config": config.to_dict(), "versions": {}}))
+    assert load_config(tmp_path / "results.json") == config
+
+
+def test_config_replace_keeps_everything_else():
+    config = tiny_config()
+    changed = config.replace(seed=7, attacks=["jsma"])
+    assert changed.seed == 7 and changed.attacks == (AttackSpec("jsma"),)
+    assert changed.replace(seed=config.seed, attacks=config.to_dict()["attacks"]) == config
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"colour": "red"}, r"Unknown config key\(s\) \['colour'\]. Valid keys"),
+        ({"attacks": ["fgsmm"]}, r"Unknown attack 'fgsmm'.*Valid attacks: \['bim'"),
+        ({"attacks": [{"name": "fgsm", "params": {"nb_iter": 3}}]}, r"takes the options .*nb_iter"),
+        ({"attacks": [{"name": "fgsm", "params": {"eps": 0.1}}]}, r"other than 'eps'"),
+        (
+            {"attacks": [{"name": "fgsm", "eps": -1}]},
+            r"'fgsm': `eps` must be a positive number. Received: -1",
+        ),
+        ({"attacks": [{"name": "fgsm", "colour": 1}]}, r"An attack must be a name or a table with keys"),
+        ({"attacks": ["fgsm", "fgsm"]}, r"labels must be unique"),
+        ({"attacks": []}, r"at least one attack"),
+        ({"attacks": "fgsm"}, r"`attacks` must be a list"),
+        ({"baselines": ["lid", "magnet"]}, r"Unknown baseline\(s\) \['magnet'\]"),
+        ({"test_size": 0}, r"`test_size` must be a positive integer or None. Received: 0"),
+        ({"detector_epochs": 1.5}, r"`detector_epochs` must be a positive integer"),
+        ({"detector_learning_rate": float("nan")}, r"`detector_learning_rate` must be a positive number"),
+        ({"target_accuracy": 1.5}, r"`target_accuracy` must be in \(0, 1\)"),
+        ({"eps_factors": [0.0]}, r"`eps_factors` must be positive numbers"),
+        ({"adaptive_sigmas": [-1]}, r"`adaptive_sigmas` must be non-negative"),
+        ({"saliency": "lime"}, r"`saliency` must be one of \['gradient'"),
+        ({"seed": -1}, r"`seed` must be a non-negative integer"),
+    ],
+)
+def test_config_errors_name_the_setting(changes, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**changes)
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No config file"):
+        load_config(tmp_path / "missing.toml")
+    (tmp_path / "c.yaml").write_text("dataset: mnist")
+    with pytest.raises(ValueError, match=r"must end in '.toml' or '.json'"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "c.toml").write_text("dataset = ")
+    with pytest.raises(ValueError, match="is not valid TOML"):
+        load_config(tmp_path / "c.toml")
+    (tmp_path / "c.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must be a mapping"):
+        load_config(tmp_path / "c.json")
+
+
+def test_demo_config_is_the_documented_one():
+    config = demo_config()
+    assert config.dataset == "mnist-sample"
+    assert [a.name for a in config.attacks] == ["fgsm", "bim", "iterative_l2", "jsma"]
+    assert all(a.eps is None for a in config.attacks)  # every ε searched (Metzen protocol)
+
+
+# --- the pipeline ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("experiment")
+    config = tiny_config(
+        attacks=[{"name": "fgsm"}, {"name": "bim", "eps": 0.2, "params": {"nb_iter": 3}}],
+        baselines=["image"],
+        eps_factors=[2.0],
+        adaptive_sigmas=[0.0, 1.0],
+        adaptive_size=20,
+    )
+    return config, out, run_experiment(config, out, verbose=0)
+
+
+def test_run_writes_every_output(finished_run):
+    config, out, results = finished_run
+    assert json.loads((out / "results.json").read_text()) == results
+    assert results["config"] == config.to_dict()
+    assert {"tensorflow", "keras", "numpy", "saliency_detect", "python"} <= set(results["versions"])
+    assert results["timings"]["total"] > 0 and "train_classifier" in results["timings"]
+    # fgsm's ε was searched: f's accuracy at it is below the target on the search images.
+    fgsm = results["attacks"]["fgsm"]
+    assert fgsm["eps_searched"] and fgsm["eps_search_accuracy"] < config.target_accuracy
+    assert results["attacks"]["bim"]["eps"] == 0.2 and not results["attacks"]["bim"]["eps_searched"]
+    assert [r["attack"] for r in results["table1"]] == ["fgsm", "bim"]
+    assert {(r["attack"], r["detector"]) for r in results["comparison"]} == {
+        (a, d) for a in ("fgsm", "bim") for d in ("saliency", "image")
+    }
+    assert results["matrices"]["cross_attack"]["train_labels"] == ["fgsm", "bim"]
+    eps = fgsm["eps"]
+    assert results["matrices"]["cross_eps"]["fgsm"]["test_labels"] == [f"ε={eps:.3g}", f"ε={2 * eps:.3g}"]
+    assert [row["sigma"] for row in results["adaptive"]["rows"]] == [0.0, 1.0]
+    assert results["adaptive"]["attack"] == "fgsm"
+    tables = (out / "tables.md").read_text()
+    assert "## Table 1: classifier and saliency detector" in tables and "| fgsm | " in tables
+    for name in results["files"].values():
+        assert (out / name).is_file(), name
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == sorted(n for n in results["files"].values() if n.endswith(".png"))
+    assert {"cross_attack.png", "roc_fgsm.png", "roc_bim.png", "cross_eps_fgsm.png"} <= set(pngs)
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_html_report_is_self_contained(finished_run):
+    _, out, results = finished_run
+    page = (out / "report.html").read_text()
+    embedded = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(embedded) == len(list(out.glob("*.png")))
+    assert all(base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n") for data in embedded)
+    assert 'src="http' not in page and "<script" not in page
+    assert f"{results['table1'][0]['d_accuracy_clean']:.3f}" in page
+
+
+def test_rerun_reuses_every_cached_step(finished_run, monkeypatch):
+    config, out, results = finished_run
+    import saliency_detect.attacks as attacks
+    import saliency_detect.detector as detector_module
+    import saliency_detect.models as models
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a cached step was recomputed")
+
+    monkeypatch.setattr(models, "train_classifier", forbidden)
+    monkeypatch.setattr(attacks, "minimal_epsilon", forbidden)
+    monkeypatch.setattr(detector_module.SaliencyDetector, "fit", forbidden)
+    again = run_experiment(config, out, verbose=0)
+    assert again["table1"] == results["table1"]
+    assert again["matrices"] == results["matrices"]
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
+    from saliency_detect.detector import SaliencyDetector
+
+    config = tiny_config()
+    fit = SaliencyDetector.fit
+    calls = []
+
+    def interrupted_fit(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(SaliencyDetector, "fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, tmp_path, verbose=0)
+    assert not (tmp_path / "results.json").exists()
+    cached = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+    assert (tmp_path / "classifier.keras").is_file() and len(
+        list((tmp_path / "cache").glob("detectors/*"))
+    ) == 1
+    assert len(list((tmp_path / "cache").glob("adversarial/*.h5"))) == 4  # fgsm and bim, train and test
+
+    import saliency_detect.models as models
+
+    monkeypatch.setattr(models, "train_classifier", lambda *a, **k: pytest.fail("f was retrained"))
+    calls.clear()
+    results = run_experiment(config, tmp_path, verbose=0)
+    assert len(calls) == 1  # only bim's detector was left to fit
+    for path, mtime in cached.items():
+        if path.name != "epsilon.json":
+            assert path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
+    assert [r["attack"] for r in results["table1"]] == ["fgsm", "bim"]
+
+
+def test_changed_setting_recomputes_only_what_depends_on_it(finished_run, tmp_path):
+    config, out, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = set((copy / "cache" / "detectors").iterdir())
+    changed = config.replace(detector_epochs=2, eps_factors=[], adaptive_sigmas=[], baselines=[])
+    results = run_experiment(changed, copy, verbose=0)
+    after = set((copy / "cache" / "detectors").iterdir())
+    assert len(after - before) == 2  # a new saliency detector per attack; f and the sets were reused
+    assert (
+        results["classifier"]["fingerprint"]
+        == json.loads((out / "results.json").read_text())["classifier"]["fingerprint"]
+    )
+
+
+def test_run_experiment_rejects_a_non_config(tmp_path):
+    with pytest.raises(TypeError, match="must be an ExperimentConfig"):
+        run_experiment({"dataset": "mnist"}, tmp_path)
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def test_reproduce_flags_override_the_config_file(tmp_path):
+    from saliency_detect.cli._experiment import config_from_args
+    from saliency_detect.cli._main import build_parser
+
+    path = tiny_config(seed=3).save(tmp_path / "exp.json")
+    args = build_parser().parse_args(
+        [
+            "reproduce",
+            "--config",
+            str(path),
+            "--attacks",
+            "fgsm=0.1,jsma",
+            "--baselines",
+            "none",
+            "--seed",
+            "5",
+        ]
+    )
+    config = config_from_args(args)
+    assert config.attacks == (AttackSpec("fgsm", eps=0.1), AttackSpec("jsma"))
+    assert config.seed == 5 and config.baselines == () and config.train_size == 300
+    assert config_from_args(build_parser().parse_args(["reproduce"])) == ExperimentConfig()
+
+
+def test_reproduce_command_writes_the_report(tmp_path, capsys):
+    from saliency_detect.cli import main
+
+    path = tiny_config(attacks=[{"name": "fgsm", "eps": 0.3}]).save(tmp_path / "exp.json")
+    out = tmp_path / "report"
+    assert main(["reproduce", "--config", str(path), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "## Table 1: classifier and saliency detector" in printed and str(out / "report.html") in printed
+    assert json.loads((out / "results.json").read_text())["config"]["attacks"][0]["eps"] == 0.3
+
+
+def test_reproduce_command_reports_bad_settings(tmp_path, capsys):
+    from saliency_detect.cli import main
+
+    assert main(["reproduce", "--attacks", "fgsm,nope", "--out", str(tmp_path)]) == 2
+    assert "Unknown attack 'nope'" in capsys.readouterr().err
+
+
+def test_demo_command_runs_the_demo_config(tmp_path, capsys, monkeypatch):
+    import saliency_detect.experiments as experiments
+    from saliency_detect.cli import main
+
+    monkeypatch.setattr(
+        experiments, "demo_config", lambda: tiny_config(attacks=[{"name": "fgsm", "eps": 0.3}])
+    )
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "## Cross-attack generalization" in printed and "report.html" in printed
+    assert (tmp_path / "demo" / "report.html").is_file()
+
+
+@pytest.fixture(scope="module")
+def saved_detector(tmp_path_factory, mnist_sample):
+    from saliency_detect.attacks import fgsm
+    from saliency_detect.detector import SaliencyDetector
+    from saliency_detect.models import mnist_net_f
+
+    f = mnist_net_f()
+    x = mnist_sample.x_test[:64]
+    detector = SaliencyDetector(f, epochs=1, verbose=0, random_state=0).fit(x, fgsm(f, x, eps=0.3))
+    path = tmp_path_factory.mktemp("det") / "det"
+    detector.save(path)
+    return detector, path
+
+
+def test_detect_scores_files_folders_and_npz_and_skips_unreadable(
+    saved_detector, tmp_path, mnist_sample, capsys
+):
+    import keras
+
+    from saliency_detect.cli import main
+    from saliency_detect.data import read_images
+
+    detector, path = saved_detector
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    pixels = (mnist_sample.x_test[:3] * 255).round().astype(np.uint8)
+    for i, name in enumerate(["a.png", "b.png", "sub/c.png"]):
+        keras.utils.save_img(images / name, pixels[i], scale=False)
+    (images / "broken.png").write_bytes(b"\x89PNG not really")
+    (images / "notes.txt").write_text("not an image, not looked at")
+    out = tmp_path / "scores.csv"
+    assert main(["detect", "--detector", str(path), "--images", str(images), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "skipped broken.png" in err and "Scored 3 image(s)" in err and "1 unreadable" in err
+    rows = list(csv.DictReader(out.open()))
+    assert [r["file"] for r in rows] == ["a.png", "b.png", "sub/c.png"]
+    expected = detector.predict_proba(mnist_sample.x_test[:3])[:, 1]
+    np.testing.assert_allclose([float(r["adversarial_score"]) for r in rows], expected, atol=1e-5)
+    assert [int(r["flag"]) for r in rows] == list(detector.predict(mnist_sample.x_test[:3]))
+    labels = np.argmax(detector.classifier.predict(mnist_sample.x_test[:3], verbose=0), axis=1)
+    assert [int(r["label"]) for r in rows] == list(labels)
+
+    archive = tmp_path / "x.npz"
+    np.savez(archive, x=pixels)
+    assert main(["detect", "--detector", str(path), "--images", str(archive)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "file,label,adversarial_score,flag" and printed[1].startswith("x.npz[0],")
+    names, read, errors = read_images(archive, (28, 28, 1))
+    assert len(names) == 3 and errors == [] and np.array_equal(read, pixels / np.float32(255))
+
+
+def test_detect_errors(saved_detector, tmp_path, capsys):
+    from saliency_detect.cli import main
+
+    _, path = saved_detector
+    assert main(["detect", "--detector", str(tmp_path), "--images", str(tmp_path)]) == 2
+    assert "No saved SaliencyDetector" in capsys.readouterr().err
+    assert main(["detect", "--detector", str(path), "--images", str(tmp_path / "none")]) == 2
+    assert "No image file, folder or .npz" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["detect", "--detector", str(path), "--images", str(tmp_path / "empty")]) == 2
+    assert "No image files" in capsys.readouterr().err
+
+
+def test_read_images_converts_resizes_and_reports(tmp_path):
+    import keras
+
+    from saliency_detect.data import read_images
+
+    rgb = np.zeros((40, 30, 3), np.uint8)
+    rgb[..., 0] = 255
+    keras.utils.save_img(tmp_path / "red.png", rgb, scale=False)
+    names, images, errors = read_images(tmp_path / "red.png", (28, 28, 1))
+    assert names == ["red.png"] and images.shape == (1, 28, 28, 1) and errors == []
+    assert np.allclose(images, images.flat[0]) and 0.2 < images.flat[0] < 0.4  # luminance of pure red
+    _, rgb_read, _ = read_images(tmp_path / "red.png", (32, 32, 3))
+    assert rgb_read.shape == (1, 32, 32, 3) and np.allclose(rgb_read[..., 0], 1.0)
+    for name, array, reason in [
+        ("shape.npz", np.zeros((2, 27, 27), np.uint8), r"expected images of shape \(N, 28, 28, 1\)"),
+        ("range.npz", np.full((2, 28, 28, 1), 2.0, np.float32), r"must be finite and lie in \[0, 1\]"),
+        ("nan.npz", np.full((2, 28, 28, 1), np.nan, np.float32), r"must be finite"),
+    ]:
+        np.savez(tmp_path / name, x=array)
+        names, images, errors = read_images(tmp_path / name, (28, 28, 1))
+        assert names == [] and images.shape == (0, 28, 28, 1)
+        assert errors[0][0] == name and re.search(reason, errors[0][1]), errors
+    np.savez(tmp_path / "two.npz", a=np.zeros((1, 28, 28)), b=np.zeros((1, 28, 28)))
+    assert "expected one array" in read_images(tmp_path / "two.npz", (28, 28, 1))[2][0][1]
+    (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 broken")
+    assert read_images(tmp_path / "corrupt.npz", (28, 28, 1))[2][0][0] == "corrupt.npz"
+    (tmp_path / "doc.txt").write_text("x")
+    with pytest.raises(ValueError, match="Expected an image file"):
+        read_images(tmp_path / "doc.txt", (28, 28, 1))
+
+
+# --- the report in a real browser -----------------------------------------------------------
+
+_CHROMIUM = os.environ.get("SALIENCY_DETECT_CHROMIUM", "/usr/bin/chromium")
+
+
+def test_html_report_renders_in_headless_chromium(finished_run):
+    """Chromium renders report.html and every embedded figure decodes (naturalWidth > 0)."""
+    required = os.environ.get("SALIENCY_DETECT_REQUIRE_BROWSER") == "1"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if required:
+            raise
+        pytest.skip("playwright is not installed (CI installs it)")
+    if not Path(_CHROMIUM).exists():
+        if required:
+            pytest.fail(f"no Chromium at {_CHROMIUM}")
+        pytest.skip(f"no Chromium at {_CHROMIUM} (CI installs Debian's chromium)")
+    _, out, results = finished_run
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=_CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
+        try:
+            page = browser.new_page()
+            page.goto((out / "report.html").as_uri())
+            page.wait_for_load_state("load")
+            images = page.evaluate(
+                "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
+            )
+            headings = page.locator("h2").all_inner_texts()
+            cell = page.locator("table").nth(2).locator("tbody tr").first.locator("td").first.inner_text()
+            screenshot = page.screenshot(full_page=True)
+        finally:
+            browser.close()
+    assert len(images) == len(results["files"]) - 3  # every PNG; not results.json, tables.md, report.html
+    assert all(done and width > 100 and height > 100 for done, width, height in images), images
+    assert "Table 1: classifier and saliency detector" in headings
+    assert cell == "fgsm"
+    assert screenshot.startswith(b"\x89PNG")
+    (out / "report-screenshot.png").write_bytes(screenshot)
+
+
+def test_the_documented_config_file_loads(tmp_path):
+    from conftest import REPO
+
+    text = (REPO / "docs" / "experiments.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+    (tmp_path / "exp.toml").write_text(block)
+    config = load_config(tmp_path / "exp.toml")
+    assert [a.display for a in config.attacks] == ["fgsm", "bim", "jsma"]
+    assert config.attacks[1].params == {"nb_iter": 20} and config.attacks[2].train_size == 1000
