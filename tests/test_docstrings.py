@@ -25,6 +25,7 @@ MODULES = [
     "saliency_detect.evaluation._matrix",
     "saliency_detect.evaluation._report",
     "saliency_detect.experiments._config",
+    "saliency_detect.experiments._explain",
     "saliency_detect.experiments._pipeline",
     "saliency_detect.models._io",
     "saliency_detect.models._training",

@@ -452,3 +452,139 @@ def test_the_documented_config_file_loads(tmp_path):
     config = load_config(tmp_path / "exp.toml")
     assert [a.display for a in config.attacks] == ["fgsm", "bim", "jsma"]
     assert config.attacks[1].params == {"nb_iter": 20} and config.attacks[2].train_size == 1000
+
+
+# --- the attention analysis (explain) ------------------------------------------------------
+
+
+def tiny_explain(**changes):
+    from saliency_detect.experiments import ExplainConfig
+
+    values = {
+        "dataset": "mnist-sample",
+        "architecture": "mnist_net_f",
+        "train_size": 500,
+        "test_size": 40,
+        "epochs": 1,
+        "learning_rate": 1e-3,
+        "augment": False,
+        "n_images": 40,
+        "n_figures": 2,
+        "attacks": [
+            {"name": "pixel_attack", "params": {"pixels": 3, "popsize": 20, "max_iter": 3}},
+            {"name": "pgd", "eps": 0.3, "params": {"nb_iter": 5}},
+        ],
+    }
+    values.update(changes)
+    return ExplainConfig.from_dict(values)
+
+
+def test_explain_config_round_trip_and_errors(tmp_path):
+    from saliency_detect.experiments import ExplainConfig
+
+    config = tiny_explain()
+    assert load_config(config.save(tmp_path / "e.json"), kind="attention") == config
+    assert ExplainConfig().attacks[1] == AttackSpec("pgd", eps=8 / 255)  # the paper's PGD on CIFAR-10
+    with pytest.raises(ValueError, match=r"Attack 'pgd' needs `eps` here"):
+        tiny_explain(attacks=["pgd"])
+    with pytest.raises(ValueError, match=r"`n_images` must be an integer of at least 1"):
+        tiny_explain(n_images=0)
+    with pytest.raises(ValueError, match=r"`top_fraction` must be in \(0, 1\]"):
+        tiny_explain(top_fraction=1.5)
+    with pytest.raises(ValueError, match=r"Unknown config key\(s\) \['detector_epochs'\]"):
+        tiny_explain(detector_epochs=3)
+    with pytest.raises(ValueError, match="`kind` must be"):
+        load_config(tmp_path / "e.json", kind="other")
+
+
+def test_control_moves_the_perturbation_to_random_pixels():
+    from saliency_detect.experiments._explain import _near, _shuffled_perturbation
+
+    rng = np.random.default_rng(0)
+    x = np.full((3, 8, 8, 1), 0.5, np.float32)
+    x_adv = x.copy()
+    x_adv[:, 2, 3] = 0.9
+    x_adv[:, 5, 5] = 0.1
+    control = _shuffled_perturbation(x, x_adv, rng)
+    changed = np.abs(control - x).max(-1) > 1e-6
+    assert (changed.sum(axis=(1, 2)) == 2).all()  # same L0
+    assert np.allclose(
+        np.sort(np.abs(control - x).reshape(3, -1), axis=1), np.sort(np.abs(x_adv - x).reshape(3, -1), axis=1)
+    )
+    near = _near(x, x_adv, radius=1)
+    assert near.shape == (3, 8, 8) and near.sum(axis=(1, 2)).tolist() == [18, 18, 18]  # two 3x3 squares
+    assert near[0, 1:4, 2:5].all() and not near[0, 0, 0]
+    assert _near(x, x_adv, radius=0).sum(axis=(1, 2)).tolist() == [2, 2, 2]
+
+
+@pytest.fixture(scope="module")
+def finished_explain(tmp_path_factory):
+    from saliency_detect.experiments import run_explain
+
+    out = tmp_path_factory.mktemp("explain")
+    config = tiny_explain()
+    return config, out, run_explain(config, out, verbose=0)
+
+
+def test_explain_writes_the_claims_table_and_figures(finished_explain):
+    from saliency_detect.experiments import MEASURES
+
+    config, out, results = finished_explain
+    assert json.loads((out / "results.json").read_text()) == results
+    assert results["experiment"] == "attention" and results["config"] == config.to_dict()
+    for label in ("pixel_attack", "pgd"):
+        info = results["attacks"][label]
+        assert info["n_attacked"] == 40 and 0 <= info["n_analysed"] <= 40
+        if info["n_analysed"]:
+            assert set(info["measures"]) == set(MEASURES)
+            for m in info["measures"].values():
+                for side in ("attack", "control"):
+                    assert m[side]["n"] <= info["n_analysed"]
+                    if m[side]["n"] > 1:
+                        assert m[side]["low"] <= m[side]["mean"] <= m[side]["high"]
+    pgd = results["attacks"]["pgd"]
+    assert pgd["mean_linf"] <= 0.3 + 1e-6 and pgd["n_analysed"] > 5
+    # Grad-CAM of a clean image overlaps itself fully for an unchanged image: the control's
+    # overlap must stay within [0, 1]; PGD's true-class maps move more than the control's.
+    overlap = pgd["measures"]["gradcam_overlap_true_class"]
+    assert 0.0 <= overlap["attack"]["mean"] <= 1.0 and 0.0 <= overlap["control"]["mean"] <= 1.0
+    tables = (out / "tables.md").read_text()
+    assert tables.startswith("# Attention under attack") and "| pgd | entropy_change |" in tables
+    assert (out / "attention_pgd.png").read_bytes().startswith(b"\x89PNG")
+    page = (out / "report.html").read_text()
+    assert page.count('<img src="data:image/png;base64,') == len(list(out.glob("attention_*.png")))
+
+
+def test_explain_command_uses_flags_over_config(tmp_path, capsys):
+    from saliency_detect.cli import main
+    from saliency_detect.cli._experiment import config_from_args
+    from saliency_detect.cli._main import build_parser
+
+    path = tiny_explain().save(tmp_path / "e.json")
+    args = build_parser().parse_args(
+        ["explain", "--config", str(path), "--attacks", "fgsm=0.2", "--n-images", "10"]
+    )
+    config = config_from_args(args)
+    assert (
+        config.attacks == (AttackSpec("fgsm", eps=0.2),)
+        and config.n_images == 10
+        and config.train_size == 500
+    )
+    out = tmp_path / "out"
+    argv = [
+        "explain",
+        "--config",
+        str(path),
+        "--attacks",
+        "fgsm=0.3",
+        "--n-images",
+        "10",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "# Attention under attack" in printed and "| fgsm | attention_near_perturbation |" in printed
+    assert main(["explain", "--attacks", "pgd", "--out", str(out)]) == 2
+    assert "needs `eps`" in capsys.readouterr().err

@@ -5,25 +5,33 @@ minimal ε, crafts adversarial sets, fits the saliency detector per attack and t
 baselines, and writes `results.json`, `tables.md`, PNG figures and a self-contained
 `report.html`. `ExperimentConfig` holds every setting and round-trips through JSON or
 TOML (`load_config`); `demo_config()` is `saliency-detect demo`'s.
+
+`run_explain(ExplainConfig(...), out_dir)` is the attention paper's analysis: guided
+backpropagation and Grad-CAM of clean vs adversarial images, figure grids, and a table of
+measures (`MEASURES`) with confidence intervals beside a random-pixel control.
 """
 
 from saliency_detect.experiments._config import (
     BASELINES,
     AttackSpec,
     ExperimentConfig,
+    ExplainConfig,
     demo_config,
     load_config,
 )
-from saliency_detect.experiments._outputs import report_html, tables_markdown
+from saliency_detect.experiments._explain import MEASURES, run_explain
+from saliency_detect.experiments._outputs import tables_markdown
 from saliency_detect.experiments._pipeline import run_experiment
 
 __all__ = [
     "BASELINES",
+    "MEASURES",
     "AttackSpec",
     "ExperimentConfig",
+    "ExplainConfig",
     "demo_config",
     "load_config",
-    "report_html",
     "run_experiment",
+    "run_explain",
     "tables_markdown",
 ]

@@ -131,11 +131,7 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as JSON-ready values (`from_dict` reads them back)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["attacks"] = [a.to_dict() for a in self.attacks]
-        for key in ("baselines", "eps_factors", "adaptive_sigmas"):
-            out[key] = list(out[key])
-        return out
+        return _to_dict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ExperimentConfig:
@@ -144,23 +140,124 @@ class ExperimentConfig:
         Raises:
             ValueError: for an unknown key or an invalid value (the message names it).
         """
-        if not isinstance(values, Mapping):
-            raise ValueError(f"A config must be a mapping of settings. Received: {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown config key(s) {unknown}. Valid keys: {sorted(known)}")
-        kwargs = dict(values)
-        if "attacks" in kwargs:
-            kwargs["attacks"] = tuple(_attack_spec(a) for a in _as_list(kwargs["attacks"], "attacks"))
-        for key in ("baselines", "eps_factors", "adaptive_sigmas"):
-            if key in kwargs:
-                kwargs[key] = tuple(_as_list(kwargs[key], key))
-        return cls(**kwargs)
+        return _from_dict(cls, values)
 
     def replace(self, **changes: Any) -> ExperimentConfig:
         """Return a copy with `changes` applied (validated like a new config)."""
-        return ExperimentConfig.from_dict({**self.to_dict(), **changes})
+        return _from_dict(type(self), {**self.to_dict(), **changes})
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the config as JSON to `path`, atomically."""
+        return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def _from_dict(cls, values: Mapping[str, Any]):
+    if not isinstance(values, Mapping):
+        raise ValueError(f"A config must be a mapping of settings. Received: {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"Unknown config key(s) {unknown}. Valid keys: {sorted(known)}")
+    kwargs = dict(values)
+    if "attacks" in kwargs:
+        kwargs["attacks"] = tuple(_attack_spec(a) for a in _as_list(kwargs["attacks"], "attacks"))
+    for key in ("baselines", "eps_factors", "adaptive_sigmas"):
+        if key in kwargs:
+            kwargs[key] = tuple(_as_list(kwargs[key], key))
+    return cls(**kwargs)
+
+
+def _to_dict(config) -> dict[str, Any]:
+    out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    out["attacks"] = [a.to_dict() for a in config.attacks]
+    for key in ("baselines", "eps_factors", "adaptive_sigmas"):
+        if key in out:
+            out[key] = list(out[key])
+    return out
+
+
+def _explain_attacks() -> tuple[AttackSpec, ...]:
+    return (AttackSpec("pixel_attack", params={"pixels": 3}), AttackSpec("pgd", eps=8 / 255))
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """The settings of the attention analysis (`run_explain`, `saliency-detect explain`).
+
+    The attention paper's question: where does the classifier look on adversarial images?
+    For each attack, guided-backpropagation saliency and Grad-CAM of clean and
+    adversarial images are compared over `n_images` test images, each measure beside the
+    same measure for a control (the same perturbation moved to random pixels).
+
+    Attributes:
+        dataset: `"cifar10"` (the paper's), `"mnist"`, `"mnist-sample"` or `"folder:PATH"`.
+        data_dir: a folder searched first for the data set's file.
+        model: a trained classifier (`.keras`); None trains `architecture`.
+        architecture: the zoo classifier trained when `model` is None (the paper's
+            ResNet: `"resnet20"`).
+        train_size: training images for the classifier (None: all).
+        test_size: test images loaded (None: all); the analysis uses the first
+            `n_images` of them.
+        epochs: the classifier's epochs; None takes the paper's for the data set.
+        learning_rate: Adam's learning rate; None takes the paper's.
+        augment: random shifts and flips while training.
+        attacks: the attacks analysed (default: Pixel Attack with 3 pixels, PGD ε = 8/255).
+        n_images: test images attacked and analysed.
+        n_figures: images shown in each attack's figure grid.
+        radius: pixels around each perturbed pixel counted as "near" it.
+        top_fraction: share of a Grad-CAM map's pixels compared by the overlap measure.
+        seed: the seed of training, attacks and the control.
+    """
+
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    model: str | None = None
+    architecture: str | None = "resnet20"
+    train_size: int | None = None
+    test_size: int | None = None
+    epochs: int | None = None
+    learning_rate: float | None = None
+    augment: bool = True
+    attacks: tuple[AttackSpec, ...] = field(default_factory=_explain_attacks)
+    n_images: int = 500
+    n_figures: int = 4
+    radius: int = 1
+    top_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _validate_common(self)
+        for name, low in (("n_images", 1), ("n_figures", 1), ("radius", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"`{name}` must be an integer of at least {low}. Received: {value!r}")
+        from saliency_detect.attacks._registry import REQUIRED, available_attacks
+
+        for spec in self.attacks:
+            if available_attacks()[spec.name].get("eps") is REQUIRED and spec.eps is None:
+                raise ValueError(
+                    f"Attack {spec.display!r} needs `eps` here (the attention analysis does not search "
+                    "it); e.g. 8/255 for PGD on CIFAR-10."
+                )
+        if not (_positive_number(self.top_fraction) and self.top_fraction <= 1):
+            raise ValueError(f"`top_fraction` must be in (0, 1]. Received: {self.top_fraction!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as JSON-ready values (`from_dict` reads them back)."""
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ExplainConfig:
+        """Build a config from a mapping such as `to_dict()`'s or a TOML file's.
+
+        Raises:
+            ValueError: for an unknown key or an invalid value (the message names it).
+        """
+        return _from_dict(cls, values)
+
+    def replace(self, **changes: Any) -> ExplainConfig:
+        """Return a copy with `changes` applied (validated like a new config)."""
+        return _from_dict(type(self), {**self.to_dict(), **changes})
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the config as JSON to `path`, atomically."""
@@ -202,7 +299,7 @@ def demo_config() -> ExperimentConfig:
     )
 
 
-def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
+def load_config(path: str | os.PathLike[str], kind: str = "detection") -> ExperimentConfig | ExplainConfig:
     r"""Read a config from a `.toml` or `.json` file.
 
     A `results.json` written by `run_experiment` is accepted too: its `"config"` entry is
@@ -210,9 +307,11 @@ def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
 
     Args:
         path: the file.
+        kind: `"detection"` for an `ExperimentConfig` (`reproduce`), `"attention"` for
+            an `ExplainConfig` (`explain`).
 
     Returns:
-        An `ExperimentConfig`.
+        An `ExperimentConfig` or `ExplainConfig`.
 
     Raises:
         FileNotFoundError: if there is no such file.
@@ -244,7 +343,9 @@ def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
         raise ValueError(f"Config file {path} is not valid {suffix[1:].upper()}: {e}") from e
     if isinstance(values, dict) and "config" in values and "versions" in values:
         values = values["config"]
-    return ExperimentConfig.from_dict(values)
+    if kind not in ("detection", "attention"):
+        raise ValueError(f"`kind` must be 'detection' or 'attention'. Received: {kind!r}")
+    return (ExperimentConfig if kind == "detection" else ExplainConfig).from_dict(values)
 
 
 def _as_list(value: Any, name: str) -> list:
@@ -286,28 +387,23 @@ def _check_optional_size(config: ExperimentConfig, name: str) -> None:
         raise ValueError(f"`{name}` must be a positive integer or None. Received: {value!r}")
 
 
-def _validate(config: ExperimentConfig) -> None:
+def _validate_common(config) -> None:
+    """Checks shared by `ExperimentConfig` and `ExplainConfig`: data, classifier, attacks, seed."""
     from saliency_detect.attacks._registry import _ATTACKS, check_params
-    from saliency_detect.detector._features import DETECTOR_SALIENCY
 
+    # Accept lists and attack tables as given to the constructor; store tuples of AttackSpec.
+    object.__setattr__(config, "attacks", tuple(_attack_spec(a) for a in _as_list(config.attacks, "attacks")))
+    for key in ("baselines", "eps_factors", "adaptive_sigmas"):
+        if hasattr(config, key):
+            object.__setattr__(config, key, tuple(_as_list(getattr(config, key), key)))
     if not isinstance(config.dataset, str) or not config.dataset:
         raise ValueError(f"`dataset` must be a data set name. Received: {config.dataset!r}")
-    for name in ("train_size", "test_size", "epochs", "detector_train_size"):
+    for name in ("train_size", "test_size", "epochs"):
         _check_optional_size(config, name)
-    for name in ("search_size", "detector_epochs", "detector_batch_size", "adaptive_size"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer. Received: {value!r}")
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer. Received: {config.seed!r}")
-    for name in ("learning_rate", "detector_learning_rate"):
-        value = getattr(config, name)
-        if value is None and name == "learning_rate":
-            continue
-        if not _positive_number(value):
-            raise ValueError(f"`{name}` must be a positive number. Received: {value!r}")
-    if not 0 < config.target_accuracy < 1:
-        raise ValueError(f"`target_accuracy` must be in (0, 1). Received: {config.target_accuracy!r}")
+    if config.learning_rate is not None and not _positive_number(config.learning_rate):
+        raise ValueError(f"`learning_rate` must be a positive number. Received: {config.learning_rate!r}")
     if not config.attacks:
         raise ValueError("`attacks` must name at least one attack.")
     labels = []
@@ -336,6 +432,23 @@ def _validate(config: ExperimentConfig) -> None:
         labels.append(spec.display)
     if len(set(labels)) != len(labels):
         raise ValueError(f"Attack labels must be unique; give repeated attacks a `label`. Received: {labels}")
+
+
+def _validate(config: ExperimentConfig) -> None:
+    from saliency_detect.detector._features import DETECTOR_SALIENCY
+
+    _validate_common(config)
+    _check_optional_size(config, "detector_train_size")
+    for name in ("search_size", "detector_epochs", "detector_batch_size", "adaptive_size"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer. Received: {value!r}")
+    if not _positive_number(config.detector_learning_rate):
+        raise ValueError(
+            f"`detector_learning_rate` must be a positive number. Received: {config.detector_learning_rate!r}"
+        )
+    if not 0 < config.target_accuracy < 1:
+        raise ValueError(f"`target_accuracy` must be in (0, 1). Received: {config.target_accuracy!r}")
     unknown = sorted(set(config.baselines) - set(BASELINES))
     if unknown:
         raise ValueError(f"Unknown baseline(s) {unknown} in `baselines`. Valid baselines: {list(BASELINES)}")

@@ -87,17 +87,70 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+_TITLES = {"detection": "Detection experiment", "attention": "Attention under attack"}
+
+
 def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """The report's tables as (title, header, rows), shared by Markdown and HTML."""
-    sections = []
+    if results["experiment"] == "attention":
+        return _attention_sections(results)
+    return _detection_sections(results)
+
+
+def _classifier_section(results: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
     f = results["classifier"]
+    return (
+        "Classifier",
+        ["source", "test accuracy", "fingerprint"],
+        [[f["source"], f"{f['test_accuracy']:.4f}", f["fingerprint"][:16]]],
+    )
+
+
+def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    sections = [_classifier_section(results)]
+    rows = []
+    for label, info in results["attacks"].items():
+        rows.append(
+            [
+                label,
+                str(info["n_attacked"]),
+                str(info["n_analysed"]),
+                f"{info['success_rate']:.3f}",
+                f"{info['mean_l0']:.1f}",
+                f"{info['mean_linf']:.3f}",
+            ]
+        )
     sections.append(
         (
-            "Classifier",
-            ["source", "test accuracy", "fingerprint"],
-            [[f["source"], f"{f['test_accuracy']:.4f}", f["fingerprint"][:16]]],
+            "Attacks",
+            ["attack", "images attacked", "analysed (fooled f)", "success", "mean L0", "mean L∞"],
+            rows,
         )
     )
+    rows = []
+    for label, info in results["attacks"].items():
+        for name, m in info["measures"].items():
+            rows.append(
+                [
+                    label,
+                    name,
+                    f"{m['attack']['mean']:.4f} [{m['attack']['low']:.4f}, {m['attack']['high']:.4f}]",
+                    f"{m['control']['mean']:.4f} [{m['control']['low']:.4f}, {m['control']['high']:.4f}]",
+                ]
+            )
+    sections.append(
+        (
+            "Claims measured (mean, 95% CI; control: the same perturbation at random pixels)",
+            ["attack", "measure", "adversarial", "control"],
+            rows,
+        )
+    )
+    return sections
+
+
+def _detection_sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    sections = []
+    sections.append(_classifier_section(results))
     sections.append(
         (
             "Attacks",
@@ -179,8 +232,8 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[s
 
 
 def tables_markdown(results: dict[str, Any]) -> str:
-    """Render an experiment's results (`run_experiment`'s return value) as Markdown tables."""
-    parts = ["# Detection experiment", ""]
+    """Render an experiment's results (`run_experiment`'s or `run_explain`'s) as Markdown tables."""
+    parts = [f"# {_TITLES[results['experiment']]}", ""]
     for title, header, rows in _sections(results):
         parts += [f"## {title}", "", _markdown_table(header, rows), ""]
     return "\n".join(parts)
@@ -201,7 +254,8 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 def report_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
     """Render a self-contained HTML report: tables, embedded PNG figures, config and versions."""
     e = html.escape
-    body = ["<h1>Detection experiment</h1>"]
+    title = _TITLES[results["experiment"]]
+    body = [f"<h1>{e(title)}</h1>"]
     timings = results["timings"]
     body.append(
         f"<p>Data set <code>{e(results['config']['dataset'])}</code>; total time "
@@ -224,17 +278,20 @@ def report_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
     body.append("<h2>Versions</h2><pre>" + e(json.dumps(results["versions"], indent=2)) + "</pre>")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        "<title>saliency_detect: detection experiment</title>"
+        f"<title>saliency_detect: {e(title.lower())}</title>"
         f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
 
 
-def write_outputs(results: dict[str, Any], out: Path) -> dict[str, str]:
+def write_outputs(
+    results: dict[str, Any], out: Path, figures: dict[str, bytes] | None = None
+) -> dict[str, str]:
     """Write `results.json`, `tables.md`, the PNG figures and `report.html` into `out`.
 
+    `figures` maps file names to PNG bytes; None draws the detection experiment's.
     `results["files"]` is filled with the names written. Returns that mapping.
     """
-    figures = _figures(results)
+    figures = _figures(results) if figures is None else figures
     files = {"results": "results.json", "tables": "tables.md", "report": "report.html"}
     files.update({name.removesuffix(".png"): name for name in figures})
     results["files"] = files

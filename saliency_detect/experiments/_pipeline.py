@@ -166,6 +166,7 @@ def run_experiment(config: ExperimentConfig, out_dir, *, verbose: int = 1) -> di
     adaptive = _adaptive(run, f, detectors, attacks, x_test, y_test)
 
     results = {
+        "experiment": "detection",
         "config": config.to_dict(),
         "versions": _versions(),
         "classifier": classifier_info,
