@@ -443,6 +443,22 @@ def test_html_report_renders_in_headless_chromium(finished_run):
     (out / "report-screenshot.png").write_bytes(screenshot)
 
 
+def test_the_config_of_the_recorded_mnist_run_loads(tmp_path):
+    from conftest import REPO
+
+    text = (REPO / "docs" / "results.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+    (tmp_path / "exp.toml").write_text(block)
+    config = load_config(tmp_path / "exp.toml")
+    assert config.dataset == "mnist" and [a.display for a in config.attacks] == [
+        "fgsm",
+        "bim",
+        "iterative_l2",
+        "jsma",
+    ]
+    assert config.detector_train_size == 5000 and config.attacks[3].train_size == 1000
+
+
 def test_the_documented_config_file_loads(tmp_path):
     from conftest import REPO
 
