@@ -131,6 +131,23 @@ def detection_report(
         >>> report.n_clean, report.n_adversarial
         (16, 16)
     """
+    return detection_report_and_roc(
+        classifier, detector, x_test, y_test, x_adv, name=name, batch_size=batch_size, clip_range=clip_range
+    )[0]
+
+
+def detection_report_and_roc(
+    classifier: keras.Model,
+    detector,
+    x_test,
+    y_test,
+    x_adv,
+    *,
+    name: str = "",
+    batch_size: int = 256,
+    clip_range: tuple[float, float] | None = (0.0, 1.0),
+) -> tuple[DetectionReport, tuple[np.ndarray, np.ndarray]]:
+    """`detection_report`, and the ROC curve `(fpr, tpr)` from the same detector scores."""
     check_is_fitted(detector)
     x_test = check_images(
         x_test, name="x_test", clip_range=clip_range, expected_shape=model_image_shape(classifier)
@@ -156,7 +173,7 @@ def detection_report(
     labels = np.concatenate([np.zeros(len(scores_clean)), np.ones(len(scores_adv))])
     scores = np.concatenate([scores_clean, scores_adv])
     curve_fpr, curve_tpr, _ = roc_curve(labels, scores)
-    return DetectionReport(
+    report = DetectionReport(
         name=name,
         f_accuracy_clean=f_clean,
         f_accuracy_adversarial=f_adv,
@@ -170,3 +187,4 @@ def detection_report(
         n_adversarial=len(x_adv),
         threshold=threshold,
     )
+    return report, (curve_fpr, curve_tpr)

@@ -69,8 +69,33 @@ def _default_attacks() -> tuple[AttackSpec, ...]:
     return (AttackSpec("fgsm"), AttackSpec("bim"), AttackSpec("iterative_l2"), AttackSpec("jsma"))
 
 
+class _ConfigMethods:
+    """Conversions shared by `ExperimentConfig` and `ExplainConfig` (plain data, JSON / TOML)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as JSON-ready values (`from_dict` reads them back)."""
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]):
+        """Build a config from a mapping such as `to_dict()`'s or a TOML file's.
+
+        Raises:
+            ValueError: for an unknown key or an invalid value (the message names it).
+        """
+        return _from_dict(cls, values)
+
+    def replace(self, **changes: Any):
+        """Return a copy with `changes` applied (validated like a new config)."""
+        return _from_dict(type(self), {**self.to_dict(), **changes})
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the config as JSON to `path`, atomically."""
+        return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+
 @dataclass(frozen=True)
-class ExperimentConfig:
+class ExperimentConfig(_ConfigMethods):
     """The settings of one detection experiment (`run_experiment`, `saliency-detect reproduce`).
 
     Attributes:
@@ -129,27 +154,6 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         _validate(self)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as JSON-ready values (`from_dict` reads them back)."""
-        return _to_dict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ExperimentConfig:
-        """Build a config from a mapping such as `to_dict()`'s or a TOML file's.
-
-        Raises:
-            ValueError: for an unknown key or an invalid value (the message names it).
-        """
-        return _from_dict(cls, values)
-
-    def replace(self, **changes: Any) -> ExperimentConfig:
-        """Return a copy with `changes` applied (validated like a new config)."""
-        return _from_dict(type(self), {**self.to_dict(), **changes})
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the config as JSON to `path`, atomically."""
-        return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
-
 
 def _from_dict(cls, values: Mapping[str, Any]):
     if not isinstance(values, Mapping):
@@ -158,13 +162,8 @@ def _from_dict(cls, values: Mapping[str, Any]):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"Unknown config key(s) {unknown}. Valid keys: {sorted(known)}")
-    kwargs = dict(values)
-    if "attacks" in kwargs:
-        kwargs["attacks"] = tuple(_attack_spec(a) for a in _as_list(kwargs["attacks"], "attacks"))
-    for key in ("baselines", "eps_factors", "adaptive_sigmas"):
-        if key in kwargs:
-            kwargs[key] = tuple(_as_list(kwargs[key], key))
-    return cls(**kwargs)
+    # Lists and attack tables are turned into tuples of AttackSpec by the config's checks.
+    return cls(**values)
 
 
 def _to_dict(config) -> dict[str, Any]:
@@ -181,7 +180,7 @@ def _explain_attacks() -> tuple[AttackSpec, ...]:
 
 
 @dataclass(frozen=True)
-class ExplainConfig:
+class ExplainConfig(_ConfigMethods):
     """The settings of the attention analysis (`run_explain`, `saliency-detect explain`).
 
     The attention paper's question: where does the classifier look on adversarial images?
@@ -241,27 +240,6 @@ class ExplainConfig:
                 )
         if not (_positive_number(self.top_fraction) and self.top_fraction <= 1):
             raise ValueError(f"`top_fraction` must be in (0, 1]. Received: {self.top_fraction!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as JSON-ready values (`from_dict` reads them back)."""
-        return _to_dict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ExplainConfig:
-        """Build a config from a mapping such as `to_dict()`'s or a TOML file's.
-
-        Raises:
-            ValueError: for an unknown key or an invalid value (the message names it).
-        """
-        return _from_dict(cls, values)
-
-    def replace(self, **changes: Any) -> ExplainConfig:
-        """Return a copy with `changes` applied (validated like a new config)."""
-        return _from_dict(type(self), {**self.to_dict(), **changes})
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the config as JSON to `path`, atomically."""
-        return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def demo_config() -> ExperimentConfig:

@@ -10,8 +10,6 @@ size" is told apart from an effect of the attack.
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -176,25 +174,14 @@ def run_explain(config: ExplainConfig, out_dir, *, verbose: int = 1) -> dict[str
         >>> sorted(results["attacks"]["fgsm"]["measures"]) == sorted(MEASURES)
         True
     """
-    from saliency_detect.data import load_dataset
-    from saliency_detect.experiments._outputs import _safe, write_outputs
+    from saliency_detect.experiments._outputs import _safe
     from saliency_detect.experiments._pipeline import _adversarial, _classifier, _Run, _versions
     from saliency_detect.models import predict_labels
 
     if not isinstance(config, ExplainConfig):
         raise TypeError(f"`config` must be an ExplainConfig. Received: {type(config).__name__}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    run = _Run(config, out, verbose)
-    started = time.perf_counter()
-    config.save(out / "config.json")
-    dataset = load_dataset(
-        config.dataset, data_dir=config.data_dir, train_size=config.train_size, test_size=config.test_size
-    )
-    run.log(f"[data] {dataset!r}")
-    import keras
-
-    keras.utils.set_random_seed(config.seed)
+    run = _Run(config, out_dir, verbose)
+    dataset = run.load_data()
     f, classifier_info = _classifier(run, dataset)
     n = min(config.n_images, len(dataset.x_test))
     x, y = dataset.x_test[:n], dataset.y_test[:n]
@@ -254,8 +241,4 @@ def run_explain(config: ExplainConfig, out_dir, *, verbose: int = 1) -> dict[str
         "timings": {},
         "files": {},
     }
-    run.timings["total"] = time.perf_counter() - started
-    results["timings"] = {key: round(value, 3) for key, value in run.timings.items()}
-    write_outputs(results, out, figures)
-    run.log(f"[done] report written to {out / 'report.html'} ({run.timings['total']:.0f} s)")
-    return results
+    return run.finish(results, figures)

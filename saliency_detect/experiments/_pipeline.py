@@ -32,14 +32,51 @@ def _digest(*parts: Any) -> str:
 
 
 class _Run:
-    """State shared by the steps of one experiment: paths, logging, timings."""
+    """State shared by the steps of one experiment: paths, logging, timings.
 
-    def __init__(self, config: ExperimentConfig, out: Path, verbose: int):
+    Creating it makes the output folder and writes `config.json`; `load_data` and
+    `finish` are the first and last steps every experiment shares.
+    """
+
+    def __init__(self, config, out_dir, verbose: int):
         self.config = config
-        self.out = out
-        self.cache = out / "cache"
+        self.out = Path(out_dir)
+        self.cache = self.out / "cache"
         self.verbose = verbose
         self.timings: dict[str, float] = {}
+        self.started = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        config.save(self.out / "config.json")
+
+    def load_data(self):
+        """Load the config's data set and seed Keras, NumPy and Python from `config.seed`."""
+        import keras
+
+        from saliency_detect.data import load_dataset
+
+        config = self.config
+        dataset = self.timed(
+            "load_data",
+            lambda: load_dataset(
+                config.dataset,
+                data_dir=config.data_dir,
+                train_size=config.train_size,
+                test_size=config.test_size,
+            ),
+        )
+        self.log(f"[data] {dataset!r}")
+        keras.utils.set_random_seed(config.seed)
+        return dataset
+
+    def finish(self, results: dict[str, Any], figures: dict[str, bytes] | None = None) -> dict[str, Any]:
+        """Record the timings in `results` and write the report."""
+        from saliency_detect.experiments._outputs import write_outputs
+
+        self.timings["total"] = time.perf_counter() - self.started
+        results["timings"] = {key: round(value, 3) for key, value in self.timings.items()}
+        write_outputs(results, self.out, figures)
+        self.log(f"[done] report written to {self.out / 'report.html'} ({self.timings['total']:.0f} s)")
+        return results
 
     def log(self, message: str) -> None:
         if self.verbose:
@@ -91,27 +128,10 @@ def run_experiment(config: ExperimentConfig, out_dir, *, verbose: int = 1) -> di
         >>> sorted(results["attacks"])
         ['fgsm']
     """
-    import keras
-
-    from saliency_detect.data import load_dataset
-    from saliency_detect.experiments._outputs import write_outputs
-
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"`config` must be an ExperimentConfig. Received: {type(config).__name__}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    run = _Run(config, out, verbose)
-    started = time.perf_counter()
-    config.save(out / "config.json")
-
-    dataset = run.timed(
-        "load_data",
-        lambda: load_dataset(
-            config.dataset, data_dir=config.data_dir, train_size=config.train_size, test_size=config.test_size
-        ),
-    )
-    run.log(f"[data] {dataset!r}")
-    keras.utils.set_random_seed(config.seed)
+    run = _Run(config, out_dir, verbose)
+    dataset = run.load_data()
     f, classifier_info = _classifier(run, dataset)
     x_test, y_test = dataset.x_test, dataset.y_test
 
@@ -179,11 +199,7 @@ def run_experiment(config: ExperimentConfig, out_dir, *, verbose: int = 1) -> di
         "timings": {},
         "files": {},
     }
-    run.timings["total"] = time.perf_counter() - started
-    results["timings"] = {key: round(value, 3) for key, value in run.timings.items()}
-    write_outputs(results, out)
-    run.log(f"[done] report written to {out / 'report.html'} ({run.timings['total']:.0f} s)")
-    return results
+    return run.finish(results)
 
 
 def _versions() -> dict[str, str]:
@@ -368,14 +384,9 @@ def _baseline(run: _Run, f, kind: str, x_clean, x_adv, spec: AttackSpec, eps):
 
 
 def _evaluate(run: _Run, f, detector, x_test, y_test, x_adv, label: str):
-    from sklearn.metrics import roc_curve
+    from saliency_detect.evaluation._report import detection_report_and_roc
 
-    from saliency_detect.evaluation import detection_report
-
-    report = detection_report(f, detector, x_test, y_test, x_adv, name=label)
-    scores = np.concatenate([detector.decision_function(x_test), detector.decision_function(x_adv)])
-    truth = np.concatenate([np.zeros(len(x_test)), np.ones(len(x_adv))])
-    fpr, tpr, _ = roc_curve(truth, scores)
+    report, (fpr, tpr) = detection_report_and_roc(f, detector, x_test, y_test, x_adv, name=label)
     return report, {"fpr": [round(float(v), 5) for v in fpr], "tpr": [round(float(v), 5) for v in tpr]}
 
 
