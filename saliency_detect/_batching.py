@@ -1,7 +1,15 @@
-"""The library's one batching helper: run a compiled function over fixed-size batches."""
+"""The library's one batching helper: run a compiled function over fixed-size batches.
+
+Under a `tf.distribute.Strategy` scope with several local replicas (`MirroredStrategy`
+over GPUs, or logical CPU devices), each batch is split into one contiguous slice per
+replica, the slices run in `strategy.run`, and the per-replica results are joined back
+in input order, so every saliency method, attack and scorer built on `map_batches` uses
+all the devices without code of its own.
+"""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 
 import keras
@@ -34,6 +42,7 @@ def map_batches(
     Returns:
         A NumPy array, or a tuple of them when `fn` returns a tuple.
     """
+    fn = _on_replicas(fn)
     outputs = []
     if isinstance(arrays, tf.data.Dataset):
         bar = keras.utils.Progbar(None, unit_name="batch") if progress else None
@@ -54,3 +63,51 @@ def map_batches(
     if isinstance(outputs[0], (tuple, list)):
         return tuple(tf.concat([o[i] for o in outputs], axis=0).numpy() for i in range(len(outputs[0])))
     return tf.concat(outputs, axis=0).numpy()
+
+
+# fn -> {strategy: compiled distributed call}; weak both ways so neither is kept alive.
+_DISTRIBUTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def local_replicas(strategy: tf.distribute.Strategy) -> int:
+    """The number of replicas `strategy` runs in this process (1 without a strategy)."""
+    devices = getattr(strategy.extended, "worker_devices", ())
+    return max(1, min(strategy.num_replicas_in_sync, len(devices)))
+
+
+def _on_replicas(fn: Callable) -> Callable:
+    """`fn`, or `fn` spread over the current strategy's replicas when it has several here.
+
+    Only strategies whose replicas are all in this process are split (one machine's GPUs,
+    logical devices); with several workers each worker computes its own batches whole,
+    since a worker holds only its own replicas' results.
+    """
+    strategy = tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1 or local_replicas(strategy) != replicas:
+        return fn
+    per_fn = _DISTRIBUTED.setdefault(fn, weakref.WeakKeyDictionary())
+    if strategy not in per_fn:
+
+        @tf.function(reduce_retracing=True)
+        def run(values):
+            return strategy.run(lambda batch: fn(*batch), args=(values,))
+
+        per_fn[strategy] = run
+    run = per_fn[strategy]
+
+    def split_call(*batch):
+        size = int(batch[0].shape[0])
+        bounds = np.linspace(0, size, replicas + 1).round().astype(int)
+
+        def value_fn(context):
+            i = context.replica_id_in_sync_group
+            return tuple(t[bounds[i] : bounds[i + 1]] for t in batch)
+
+        values = strategy.experimental_distribute_values_from_function(value_fn)
+        parts = strategy.experimental_local_results(run(values))
+        if isinstance(parts[0], (tuple, list)):
+            return tuple(tf.concat([part[i] for part in parts], axis=0) for i in range(len(parts[0])))
+        return tf.concat(list(parts), axis=0)
+
+    return split_call

@@ -16,6 +16,7 @@ import h5py
 import keras
 import numpy as np
 
+from saliency_detect._distribute import resolve_strategy
 from saliency_detect._validation import check_images, check_labels, check_positive_int, model_image_shape
 from saliency_detect._version import __version__
 from saliency_detect.attacks._registry import check_params, resolve_attack
@@ -69,8 +70,27 @@ class AdversarialSet:
         )
 
 
-def _data_fingerprint(x: np.ndarray, y: np.ndarray | None) -> str:
-    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+def _is_lazy(x: Any) -> bool:
+    """Whether `x` is an on-disk array read slice by slice (HDF5 dataset, memory map)."""
+    return isinstance(x, (h5py.Dataset, np.memmap))
+
+
+def _chunks(x, chunk_size: int, start: int = 0):
+    for begin in range(start, len(x), chunk_size):
+        yield begin, min(begin + chunk_size, len(x))
+
+
+def _read(x, start: int, stop: int, *, clip_range, expected_shape) -> np.ndarray:
+    """Images `x[start:stop]`, validated, as float32 (read from disk for a lazy `x`)."""
+    name = "x" if start == 0 and stop == len(x) else f"x[{start}:{stop}]"
+    return check_images(x[start:stop], name=name, clip_range=clip_range, expected_shape=expected_shape)
+
+
+def _data_fingerprint(x, y: np.ndarray | None, *, chunk_size: int, read) -> str:
+    """SHA-256 of the images (float32 bytes, read chunk by chunk) and the labels."""
+    digest = hashlib.sha256()
+    for start, stop in _chunks(x, chunk_size):
+        digest.update(np.ascontiguousarray(read(start, stop)).tobytes())
     digest.update(b"no labels" if y is None else np.ascontiguousarray(y).tobytes())
     return digest.hexdigest()
 
@@ -104,6 +124,7 @@ def generate_adversarial_set(
     *,
     chunk_size: int = 256,
     verbose: bool = True,
+    strategy=None,
 ) -> Path:
     """Craft adversarial images for all of `x` and cache them in an HDF5 file.
 
@@ -121,9 +142,15 @@ def generate_adversarial_set(
     parameters is refused, never silently reused; a finished matching file is returned as
     it is.
 
+    Sets larger than memory: pass `x` as an `h5py.Dataset` (or a `numpy.memmap`); it is
+    read, validated and attacked `chunk_size` images at a time, so memory stays bounded
+    by the chunk, whatever the number of images. Under a `tf.distribute.Strategy` with
+    several local replicas (GPUs), each batch of the attack is split over them.
+
     Args:
         model: the Keras classifier attacked.
-        x: clean images (N, H, W, C).
+        x: clean images (N, H, W, C): an array, or an `h5py.Dataset` / `numpy.memmap`
+            read chunk by chunk.
         y: true labels (N,), target classes for a targeted attack, or None for the model's
             predictions.
         attack: an attack name (see `available_attacks()`) or function.
@@ -131,6 +158,8 @@ def generate_adversarial_set(
         path: where to write the `.h5` file.
         chunk_size: images attacked and written per step.
         verbose: show a progress bar.
+        strategy: the `tf.distribute.Strategy` the attack runs under; None takes the
+            one the model was built under, else the current one.
 
     Returns:
         The path of the finished file.
@@ -154,7 +183,21 @@ def generate_adversarial_set(
     params = check_params(name, fn, dict(params or {}))
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     clip_range = params.get("clip_range", (0.0, 1.0))
-    x = check_images(x, clip_range=clip_range, expected_shape=model_image_shape(model))
+    strategy = resolve_strategy(strategy, model)
+    expected_shape = model_image_shape(model)
+    if _is_lazy(x):
+        if len(x.shape) != 4 or len(x) == 0:
+            raise ValueError(
+                f"`x` must be a non-empty batch of images of rank 4 (N, H, W, C). Received: shape={x.shape}"
+            )
+    else:
+        x = check_images(x, clip_range=clip_range, expected_shape=expected_shape)
+
+    def read(start: int, stop: int) -> np.ndarray:
+        if not _is_lazy(x):
+            return x[start:stop]
+        return _read(x, start, stop, clip_range=clip_range, expected_shape=expected_shape)
+
     labels = None if y is None else check_labels(y, n=len(x), name="y")
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
@@ -165,7 +208,7 @@ def generate_adversarial_set(
         "attack": name,
         "params": json.dumps(params, sort_keys=True, default=str),
         "model_fingerprint": model_fingerprint(model),
-        "data_fingerprint": _data_fingerprint(x, labels),
+        "data_fingerprint": _data_fingerprint(x, labels, chunk_size=chunk_size, read=read),
         "chunk_size": chunk_size,
     }
     if path.exists():
@@ -202,16 +245,16 @@ def generate_adversarial_set(
         bar = keras.utils.Progbar(n, unit_name="image") if verbose else None
         if bar is not None and done:
             bar.update(done)
-        for start in range(done, n, chunk_size):
-            stop = min(start + chunk_size, n)
-            x_chunk = x[start:stop]
+        for start, stop in _chunks(x, chunk_size, done):
+            x_chunk = read(start, stop)
             y_chunk = None if labels is None else labels[start:stop]
             call = dict(params)
             if takes_seed:
                 call["random_state"] = base_seed + start // chunk_size
-            x_adv = np.asarray(fn(model, x_chunk, y_chunk, **call), dtype=np.float32)
-            predicted = predict_labels(model, x_adv, clip_range=None)
-            used = predict_labels(model, x_chunk, clip_range=None) if y_chunk is None else y_chunk
+            with strategy.scope():
+                x_adv = np.asarray(fn(model, x_chunk, y_chunk, **call), dtype=np.float32)
+                predicted = predict_labels(model, x_adv, clip_range=None)
+                used = predict_labels(model, x_chunk, clip_range=None) if y_chunk is None else y_chunk
             success = predicted == used if params.get("targeted") else predicted != used
             l0, l2, linf = _norms(x_chunk, x_adv)
             file["x_adv"][start:stop] = x_adv

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import ast
 
+from saliency_detect.cli._strategy import add_strategy_argument, strategy_from_args
+
 
 def _parse_param(text: str) -> tuple[str, object]:
     if "=" not in text:
@@ -50,12 +52,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--chunk-size", type=int, default=256, help="images attacked and written per step")
     p.add_argument("--data-dir", default=None, help="folder to look for the data set's file in first")
     p.add_argument("--seed", type=int, default=0, help="random_state for attacks that take one")
+    add_strategy_argument(p, multiworker=False)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Craft and write the set; print where it went and the success rate."""
     import inspect
+
+    strategy = strategy_from_args(args)
 
     from saliency_detect.attacks import generate_adversarial_set, get_attack, load_adversarial_set
     from saliency_detect.data import load_dataset
@@ -81,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     if args.targeted:
         y = (predict_labels(model, x) + 1) % dataset.num_classes
     print(f"{args.attack} on {len(x)} {args.split} images of {dataset.name} with {params}")
-    path = generate_adversarial_set(model, x, y, args.attack, params, args.out, chunk_size=args.chunk_size)
+    path = generate_adversarial_set(
+        model, x, y, args.attack, params, args.out, chunk_size=args.chunk_size, strategy=strategy
+    )
     adversarial = load_adversarial_set(path)
     print(
         f"Wrote {path}: success rate {adversarial.success_rate:.3f}, mean L2 {adversarial.l2.mean():.3f}, "

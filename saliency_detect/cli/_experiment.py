@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from saliency_detect.cli._strategy import add_strategy_argument, strategy_from_args, worker_output
+
 
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
@@ -103,6 +105,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--saliency", default=None, help="gradient (default), guided_backprop or deconvnet")
     p.add_argument("--seed", type=int, default=None, help="seed of training and attacks (default: 0)")
     p.add_argument("--quiet", action="store_true", help="print only the tables")
+    add_strategy_argument(p)
     p.set_defaults(run=run_reproduce)
 
     e = subparsers.add_parser(
@@ -130,6 +133,7 @@ def add_parser(subparsers) -> None:
     e.add_argument("--seed", type=int, default=None, help="seed of training, attacks and the control")
     e.add_argument("--out", default=None, help="report folder (default: explain-DATASET)")
     e.add_argument("--quiet", action="store_true", help="print only the tables")
+    add_strategy_argument(e)
     e.set_defaults(run=run_explain)
 
 
@@ -205,9 +209,10 @@ def run_explain(args: argparse.Namespace) -> int:
     """Run the attention analysis and print its tables."""
     from saliency_detect.experiments import run_explain as explain
 
+    strategy = strategy_from_args(args)
     config = config_from_args(args)
-    out = Path(args.out) if args.out else _default_out("explain", config.dataset)
-    results = explain(config, out, verbose=0 if args.quiet else 1)
+    out = worker_output(Path(args.out) if args.out else _default_out("explain", config.dataset), strategy)
+    results = explain(config, out, verbose=0 if args.quiet else 1, strategy=strategy)
     return _finish(results, out)
 
 
@@ -215,7 +220,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
     """Run the configured experiment and print its tables."""
     from saliency_detect.experiments import run_experiment
 
+    strategy = strategy_from_args(args)
     config = config_from_args(args)
-    out = Path(args.out) if args.out else _default_out("reproduce", config.dataset)
-    results = run_experiment(config, out, verbose=0 if args.quiet else 1)
+    out = worker_output(Path(args.out) if args.out else _default_out("reproduce", config.dataset), strategy)
+    results = run_experiment(config, out, verbose=0 if args.quiet else 1, strategy=strategy)
     return _finish(results, out)

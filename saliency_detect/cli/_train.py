@@ -6,6 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
+from saliency_detect.cli._strategy import add_strategy_argument, strategy_from_args, worker_output
+
 
 def add_parser(subparsers) -> None:
     """Declare the `train` subcommand."""
@@ -53,11 +55,13 @@ def add_parser(subparsers) -> None:
         help="back up training state here every epoch; rerun with the same folder to resume",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    add_strategy_argument(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Train and save; print the test accuracy and where the model went."""
+    strategy = strategy_from_args(args)
     from saliency_detect.data import load_dataset
     from saliency_detect.models import (
         classifier_accuracy,
@@ -78,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"{model_name}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', args.dataset)}.keras")
     if out.suffix != ".keras":
         raise ValueError(f"--out must end in '.keras'. Received: {out}")
+    out = worker_output(out, strategy)
     print(f"Training {model_name} on {dataset!r}")
     train_classifier(
         model,
@@ -89,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         save_path=out,
         backup_dir=args.resume_dir,
         random_state=args.seed,
+        strategy=strategy,
     )
     accuracy = classifier_accuracy(model, dataset.x_test, dataset.y_test)
     print(f"Test accuracy: {accuracy:.4f} on {len(dataset.x_test)} test images")

@@ -1,7 +1,8 @@
 """Data sets: real MNIST and CIFAR-10 loaders, image folders and the embedded MNIST sample.
 
 Every loader returns a `Dataset` of float32 images in [0, 1], channels last, with int64
-labels. See `load_dataset` for where files are looked for.
+labels. See `load_dataset` for where files are looked for. `hdf5_dataset` streams images
+larger than memory from an HDF5 file as a `tf.data` pipeline.
 """
 
 from saliency_detect.data._dataset import (
@@ -13,6 +14,7 @@ from saliency_detect.data._dataset import (
 )
 from saliency_detect.data._images import IMAGE_SUFFIXES, read_images
 from saliency_detect.data._keras_files import ENV_VAR, DatasetNotFoundError, keras_cache_dir
+from saliency_detect.data._streaming import hdf5_dataset
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -22,6 +24,7 @@ __all__ = [
     "Dataset",
     "DatasetNotFoundError",
     "available_datasets",
+    "hdf5_dataset",
     "keras_cache_dir",
     "load_dataset",
     "read_images",

@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect._batching import map_batches
+from saliency_detect._distribute import fitting_under, resolve_strategy, training_rows
 from saliency_detect._validation import (
     check_images,
     check_input_shape,
@@ -103,6 +104,13 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             batch by batch in every epoch and no map is kept.
         random_state: seed for D's initialisation, the validation split and shuffling
             (through `keras.utils.set_random_seed`); None leaves seeds alone.
+        strategy: the `tf.distribute.Strategy` D is trained and scored under
+            (`MirroredStrategy` over several GPUs, `MultiWorkerMirroredStrategy` over
+            several machines, `TPUStrategy`); None takes the one the classifier was
+            built under, else the current one. D is built
+            inside the strategy's scope, Keras's `fit` splits each batch over the
+            replicas (`batch_size` is the global batch and must be a multiple of the
+            replica count), and scoring spreads each batch over the local replicas.
         verbose: Keras's training bar: `"auto"`, 0, 1 or 2.
 
     Attributes:
@@ -142,6 +150,7 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         clip_range: tuple[float, float] | None = (0.0, 1.0),
         cache_saliency: bool = False,
         random_state: int | None = None,
+        strategy: tf.distribute.Strategy | None = None,
         verbose: str | int = "auto",
     ):
         self.classifier = classifier
@@ -155,6 +164,7 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         self.clip_range = clip_range
         self.cache_saliency = cache_saliency
         self.random_state = random_state
+        self.strategy = strategy
         self.verbose = verbose
 
     # ------------------------------------------------------------------ parameters
@@ -212,6 +222,7 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             TypeError: if `classifier` or `detector` is not a Keras model.
         """
         self._check_params()
+        strategy = resolve_strategy(self.strategy, self.classifier)
         image_shape = model_image_shape(self.classifier)
         if isinstance(X, tf.data.Dataset):
             if y is not None:
@@ -227,39 +238,41 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             x, labels = x[order], labels[order]
             n_val = round(len(x) * self.validation_split) if validation_data is None else 0
             validation = (x[:n_val], labels[:n_val]) if n_val else validation_data
-            x, labels = x[n_val:], labels[n_val:]
+            rows = n_val + training_rows(strategy, self.batch_size, len(x) - n_val)
+            x, labels = x[n_val:rows], labels[n_val:rows]
             train = (x, labels)
             clean_sample = x[labels == 0][:_SCALE_SAMPLE]
         if self.random_state is not None:
             keras.utils.set_random_seed(int(self.random_state))
 
-        scale = self._fit_scale(clean_sample)
-        features = SaliencyFeatures(
-            self.classifier, saliency=self.saliency, input_mode=self.input_mode, scale=scale
-        )
-        feature_shape = tuple(features.compute_output_shape((None, *image_shape))[1:])
-        detector = self._build_detector(feature_shape)
-        if self.cache_saliency:
-            # D alone, on detector inputs computed once.
-            model = detector
-            train, validation = (
-                _precompute(features, train, self.batch_size),
-                _precompute(features, validation, self.batch_size),
+        with strategy.scope():
+            scale = self._fit_scale(clean_sample)
+            features = SaliencyFeatures(
+                self.classifier, saliency=self.saliency, input_mode=self.input_mode, scale=scale
             )
-        else:
-            inputs = keras.Input(image_shape, name="image")
-            model = keras.Model(inputs, detector(features(inputs)), name="saliency_detector")
-        model.compile(
-            optimizer=keras.optimizers.Adam(self.learning_rate),
-            loss=keras.losses.BinaryCrossentropy(from_logits=True),
-            metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
-        )
+            feature_shape = tuple(features.compute_output_shape((None, *image_shape))[1:])
+            detector = self._build_detector(feature_shape)
+            if self.cache_saliency:
+                # D alone, on detector inputs computed once.
+                model = detector
+                train, validation = (
+                    _precompute(features, train, self.batch_size),
+                    _precompute(features, validation, self.batch_size),
+                )
+            else:
+                inputs = keras.Input(image_shape, name="image")
+                model = keras.Model(inputs, detector(features(inputs)), name="saliency_detector")
+            model.compile(
+                optimizer=keras.optimizers.Adam(self.learning_rate),
+                loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
+            )
         all_callbacks = (
             [] if backup_dir is None else [keras.callbacks.BackupAndRestore(str(Path(backup_dir)))]
         )
         all_callbacks += list(callbacks or [])
         fit_args = {"x": train} if isinstance(train, tf.data.Dataset) else {"x": train[0], "y": train[1]}
-        with _frozen(self.classifier):
+        with _frozen(self.classifier), fitting_under(strategy):
             history = model.fit(
                 **fit_args,
                 batch_size=None if isinstance(train, tf.data.Dataset) else self.batch_size,
@@ -362,12 +375,13 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             self._scorer = tf.function(
                 lambda images: model(images, training=False)[:, 0], input_signature=signature
             )
-        if isinstance(x, tf.data.Dataset):
-            return map_batches(
-                lambda images, *_: self._scorer(tf.cast(images, tf.float32)), x, self.batch_size
-            )
-        x = check_images(x, clip_range=self.clip_range, expected_shape=self.input_shape_)
-        return map_batches(self._scorer, (x,), self.batch_size)
+        with resolve_strategy(self.strategy, self.classifier).scope():
+            if isinstance(x, tf.data.Dataset):
+                return map_batches(
+                    lambda images, *_: self._scorer(tf.cast(images, tf.float32)), x, self.batch_size
+                )
+            x = check_images(x, clip_range=self.clip_range, expected_shape=self.input_shape_)
+            return map_batches(self._scorer, (x,), self.batch_size)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path, *, include_classifier: bool = True) -> Path:
@@ -404,9 +418,9 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             if include_classifier:
                 save_model(self.classifier, tmp / "classifier.keras")
                 files.append("classifier.keras")
-            params = {
-                k: v for k, v in self.get_params(deep=False).items() if k not in ("classifier", "detector")
-            }
+            # Objects, not settings: `load` takes the classifier, `set_params` a strategy.
+            runtime = ("classifier", "detector", "strategy")
+            params = {k: v for k, v in self.get_params(deep=False).items() if k not in runtime}
             params["clip_range"] = None if self.clip_range is None else list(self.clip_range)
             config = {
                 "format": _FORMAT,

@@ -140,7 +140,7 @@ def _grid_png(label: str, x, x_adv, clean, adv, y, y_adv, class_names) -> bytes:
     return _figure_png(draw, size=(1.3 * len(columns), 1.4 * rows + 0.6))
 
 
-def run_explain(config: ExplainConfig, out_dir, *, verbose: int = 1) -> dict[str, Any]:
+def run_explain(config: ExplainConfig, out_dir, *, verbose: int = 1, strategy=None) -> dict[str, Any]:
     """Run the attention analysis and write its report to `out_dir`.
 
     Trains (or loads) the classifier, attacks the first `config.n_images` test images with
@@ -156,6 +156,8 @@ def run_explain(config: ExplainConfig, out_dir, *, verbose: int = 1) -> dict[str
         config: the analysis's settings.
         out_dir: the folder for the report and the cache.
         verbose: 0 is silent; 1 prints each step with progress bars.
+        strategy: the `tf.distribute.Strategy` every step runs under (training, attacks,
+            saliency, scoring); None takes the current one.
 
     Returns:
         The contents of `results.json`.
@@ -174,13 +176,21 @@ def run_explain(config: ExplainConfig, out_dir, *, verbose: int = 1) -> dict[str
         >>> sorted(results["attacks"]["fgsm"]["measures"]) == sorted(MEASURES)
         True
     """
-    from saliency_detect.experiments._outputs import _safe
-    from saliency_detect.experiments._pipeline import _adversarial, _classifier, _Run, _versions
-    from saliency_detect.models import predict_labels
+    from saliency_detect._distribute import resolve_strategy
+    from saliency_detect.experiments._pipeline import _Run
 
     if not isinstance(config, ExplainConfig):
         raise TypeError(f"`config` must be an ExplainConfig. Received: {type(config).__name__}")
-    run = _Run(config, out_dir, verbose)
+    with resolve_strategy(strategy).scope():
+        return _explain(_Run(config, out_dir, verbose))
+
+
+def _explain(run) -> dict[str, Any]:
+    from saliency_detect.experiments._outputs import _safe
+    from saliency_detect.experiments._pipeline import _adversarial, _classifier, _versions
+    from saliency_detect.models import predict_labels
+
+    config = run.config
     dataset = run.load_data()
     f, classifier_info = _classifier(run, dataset)
     n = min(config.n_images, len(dataset.x_test))

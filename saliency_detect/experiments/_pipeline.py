@@ -89,7 +89,7 @@ class _Run:
         return value
 
 
-def run_experiment(config: ExperimentConfig, out_dir, *, verbose: int = 1) -> dict[str, Any]:
+def run_experiment(config: ExperimentConfig, out_dir, *, verbose: int = 1, strategy=None) -> dict[str, Any]:
     """Run the detection paper's experiment and write its report to `out_dir`.
 
     Trains (or loads) the classifier f, finds each attack's minimal ε (unless given),
@@ -108,6 +108,8 @@ def run_experiment(config: ExperimentConfig, out_dir, *, verbose: int = 1) -> di
         config: the experiment's settings.
         out_dir: the folder for the report and the cache (created if needed).
         verbose: 0 is silent; 1 prints each step with Keras's progress bars.
+        strategy: the `tf.distribute.Strategy` every step runs under (training, attacks,
+            saliency, scoring); None takes the current one.
 
     Returns:
         The contents of `results.json`: the config, library versions, the classifier's
@@ -128,9 +130,16 @@ def run_experiment(config: ExperimentConfig, out_dir, *, verbose: int = 1) -> di
         >>> sorted(results["attacks"])
         ['fgsm']
     """
+    from saliency_detect._distribute import resolve_strategy
+
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"`config` must be an ExperimentConfig. Received: {type(config).__name__}")
-    run = _Run(config, out_dir, verbose)
+    with resolve_strategy(strategy).scope():
+        return _experiment(_Run(config, out_dir, verbose))
+
+
+def _experiment(run) -> dict[str, Any]:
+    config = run.config
     dataset = run.load_data()
     f, classifier_info = _classifier(run, dataset)
     x_test, y_test = dataset.x_test, dataset.y_test

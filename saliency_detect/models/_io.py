@@ -139,24 +139,59 @@ def logits_model(model: keras.Model) -> keras.Model:
     return logits_model_and_links(model)[0]
 
 
+def _computes_in_low_precision(model: keras.Model) -> bool:
+    return any(
+        getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32") != "float32"
+        for layer in model._flatten_layers(include_self=True)
+    )
+
+
+def _float32_twin(model: keras.Model) -> tuple[keras.Model, list[tuple]]:
+    """A float32 clone of a mixed-precision model, linked to its variables."""
+
+    def float32_layer(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    try:
+        twin = keras.models.clone_model(model, clone_function=float32_layer)
+    except Exception as error:  # subclassed models cannot be rebuilt from their config
+        raise ValueError(
+            f"The model {model.name!r} computes in reduced precision (mixed precision) and cannot be "
+            "cloned to compute its saliency in float32. Build it with the float32 policy to explain it."
+        ) from error
+    twin.set_weights(model.get_weights())
+    return twin, list(zip(twin.weights, model.weights, strict=True))
+
+
 def logits_model_and_links(model: keras.Model) -> tuple[keras.Model, list[tuple]]:
     """Return `(logits model, links)`: links pair each copied variable with its original.
 
     Assigning every original to its copy (`copy.assign(original)`) brings the logits
-    model up to date after `model` was trained further.
+    model up to date after `model` was trained further. A model built under a mixed
+    precision policy (`keras.mixed_precision`) is differentiated through a float32 twin
+    sharing its weights, so gradients and saliency are computed in float32.
     """
+    links: list[tuple] = []
+    if _computes_in_low_precision(model):
+        model, links = _float32_twin(model)
     if not ends_in_softmax(model):
-        return model, []
+        return model, links
     layer = output_layer(model)
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)):
-        return keras.Model(inputs, layer.input, name=f"{model.name}_logits"), []
+        return keras.Model(inputs, layer.input, name=f"{model.name}_logits"), links
     config = layer.get_config()
     config.update(activation="linear", name=f"{layer.name}_logits")
     linear = layer.__class__.from_config(config)
     outputs = linear(layer.input)
     linear.set_weights(layer.get_weights())
-    links = list(zip(linear.weights, layer.weights, strict=True))
+    if links:  # `layer` is the twin's: link the head's copy to the user's own variables
+        originals = {id(copy): original for copy, original in links}
+        links += [(new, originals[id(old)]) for new, old in zip(linear.weights, layer.weights, strict=True)]
+    else:
+        links = list(zip(linear.weights, layer.weights, strict=True))
     return keras.Model(inputs, outputs, name=f"{model.name}_logits"), links
 
 

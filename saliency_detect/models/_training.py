@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from saliency_detect._distribute import resolve_strategy, trainable_in, training_rows
 from saliency_detect._validation import (
     check_images,
     check_labels,
@@ -83,12 +84,19 @@ def train_classifier(
     random_state: int | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: str | int = "auto",
+    strategy: tf.distribute.Strategy | None = None,
 ) -> keras.callbacks.History:
     """Train a classifier with Adam and cross-entropy, as the detection paper does.
 
     The model is compiled and trained in place, with Keras's progress bar. Models ending
     in logits (the zoo's) are trained with `from_logits=True`; models ending in a
     softmax are recognised and trained on their probabilities.
+
+    Under a `tf.distribute.Strategy` (`MirroredStrategy` over several GPUs,
+    `MultiWorkerMirroredStrategy` over several machines, `TPUStrategy`), Keras's `fit`
+    splits every batch over the replicas; `batch_size` is then the global batch and must
+    be a multiple of the replica count. A model built outside the strategy's scope is
+    trained through a twin cloned inside it, and the trained weights are copied back.
 
     Args:
         model: a Keras classifier taking `dataset`'s images.
@@ -109,12 +117,15 @@ def train_classifier(
         callbacks: more Keras callbacks (early stopping, TensorBoard, …), run after
             the backup callback.
         verbose: Keras's verbosity (`"auto"`, 0, 1 or 2).
+        strategy: the `tf.distribute.Strategy` to train under; None takes the one the
+            model was built under, else the current one (a single device outside any
+            `strategy.scope()`).
 
     Returns:
         The `keras.callbacks.History` of the run.
 
     Raises:
-        TypeError: if `dataset` is not a `Dataset`.
+        TypeError: if `dataset` is not a `Dataset`, or `strategy` not a strategy.
         ValueError: if the model's input or output does not fit the data set, or an
             argument is out of range.
 
@@ -137,6 +148,7 @@ def train_classifier(
         defaults["learning_rate"] if learning_rate is None else learning_rate, "learning_rate"
     )
     batch_size = check_positive_int(batch_size, "batch_size")
+    strategy = resolve_strategy(strategy, model)
     x_train = check_images(
         dataset.x_train,
         name="dataset.x_train",
@@ -155,7 +167,8 @@ def train_classifier(
     if random_state is not None:
         keras.utils.set_random_seed(int(random_state))
 
-    train = tf.data.Dataset.from_tensor_slices((x_train, y_train))
+    rows = training_rows(strategy, batch_size, len(x_train))
+    train = tf.data.Dataset.from_tensor_slices((x_train[:rows], y_train[:rows]))
     train = train.shuffle(len(x_train), seed=random_state, reshuffle_each_iteration=True).batch(batch_size)
     if augment:
         augmenter = _augmenter(x_train.shape[-1])
@@ -170,22 +183,22 @@ def train_classifier(
         )
         validation_data = (x_test, y_test)
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not ends_in_softmax(model)),
-        metrics=["accuracy"],
-    )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not ends_in_softmax(model))
     all_callbacks = [] if backup_dir is None else [keras.callbacks.BackupAndRestore(str(Path(backup_dir)))]
     all_callbacks += list(callbacks or [])
-    history = model.fit(
-        train,
-        epochs=epochs,
-        validation_data=validation_data,
-        validation_batch_size=batch_size,
-        callbacks=all_callbacks,
-        shuffle=False,  # `train` is already shuffled by tf.data
-        verbose=verbose,
-    )
+    with trainable_in(model, strategy) as trained:
+        trained.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+        history = trained.fit(
+            train,
+            epochs=epochs,
+            validation_data=validation_data,
+            validation_batch_size=batch_size,
+            callbacks=all_callbacks,
+            shuffle=False,  # `train` is already shuffled by tf.data
+            verbose=verbose,
+        )
+    if trained is not model:  # the user's model ends compiled as after single-device training
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
     if save_path is not None:
         save_model(model, save_path)
     return history

@@ -96,29 +96,33 @@ def relu_rule_clone(model: keras.Model, rule: str) -> tuple[keras.Model, list[tu
 
     def clone_layer(layer):
         config = layer.get_config()
+        config["dtype"] = "float32"  # saliency in float32, also for a mixed-precision model
         is_final = layer is final
         if isinstance(layer, keras.layers.ReLU):
             if config.get("negative_slope"):
                 non_relu.append(f"{layer.name} (leaky ReLU)")
                 return layer.__class__.from_config(config)
-            return RuleReLU(rule, config.get("max_value"), config.get("threshold") or 0.0, name=layer.name)
+            limits = (config.get("max_value"), config.get("threshold") or 0.0)
+            return RuleReLU(rule, *limits, name=layer.name, dtype="float32")
         if isinstance(layer, keras.layers.Softmax) and is_final:
-            return Passthrough(name=layer.name)
+            return Passthrough(name=layer.name, dtype="float32")
         if isinstance(layer, _NON_RELU):
             non_relu.append(f"{layer.name} ({type(layer).__name__})")
         elif isinstance(layer, keras.layers.Lambda):
             skipped.append(f"{layer.name} (Lambda)")
             # The function is in memory already: rebuild from it, not from a (safe-mode) config.
-            return keras.layers.Lambda(layer.function, arguments=layer.arguments, name=layer.name)
+            return keras.layers.Lambda(
+                layer.function, arguments=layer.arguments, name=layer.name, dtype="float32"
+            )
         elif hasattr(layer, "activation"):
             name = activation_name(layer.activation)
             if name == "relu":
                 if isinstance(layer, keras.layers.Activation):
-                    return RuleReLU(rule, name=layer.name)
+                    return RuleReLU(rule, name=layer.name, dtype="float32")
                 config["activation"] = rule_relu(rule)
             elif name == "softmax" and is_final:
                 if isinstance(layer, keras.layers.Activation):
-                    return Passthrough(name=layer.name)
+                    return Passthrough(name=layer.name, dtype="float32")
                 config["activation"] = "linear"
             elif name not in (None, "linear"):
                 non_relu.append(f"{layer.name} ({name})")
