@@ -245,3 +245,41 @@ def test_every_attack_is_registered_with_shared_keywords():
     for name, params in everything.items():
         order = [key for key in params if key in shared]
         assert order == [key for key in shared if key in params], f"{name} breaks the shared order"
+
+
+@pytest.fixture(scope="module")
+def cifar_model(shared_data):
+    """CIFAR10-NET-f trained briefly on the shared CIFAR-10 subset: a model Pixel Attack often fools."""
+    from saliency_detect.data import load_dataset
+    from saliency_detect.models import cifar10_net_f, train_classifier
+
+    ds = load_dataset("cifar10", train_size=4000, test_size=200)
+    keras.utils.set_random_seed(0)
+    model = cifar10_net_f()
+    train_classifier(model, ds, epochs=2, learning_rate=1e-3, verbose=0, random_state=0)
+    return model, ds.x_test
+
+
+@pytest.mark.reference
+def test_pixel_attack_matches_art_success_at_equal_budget(cifar_model):
+    """Within 5 points of ART's PixelAttack (differential evolution) at the same query budget."""
+    art = pytest.importorskip("art.attacks.evasion")
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    model, images = cifar_model
+    x = images[:24]
+    predicted = predict_labels(model, x)
+    classifier = TensorFlowV2Classifier(
+        model, nb_classes=10, input_shape=(32, 32, 3), clip_values=(0.0, 1.0),
+        loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )  # fmt: skip
+    # ART's DE population is 400 // 5 parameters per pixel x 5 = 400 candidates, like ours:
+    # both evaluate 400 x (1 + max_iter) candidates per image at most.
+    theirs = art.PixelAttack(classifier, th=1, es=1, max_iter=5, verbose=False).generate(x)
+    ours = attacks.pixel_attack(model, x, pixels=1, popsize=400, max_iter=5, random_state=0)
+    their_success = predict_labels(model, theirs) != predicted
+    our_success = predict_labels(model, ours) != predicted
+    print(f"Pixel Attack success: ours {our_success.mean():.3f}, ART {their_success.mean():.3f}")
+    assert their_success.mean() > 0.1, "the reference must succeed sometimes, or the comparison is empty"
+    assert our_success.mean() >= their_success.mean() - 0.05
+    assert np.all(_l0(ours, x) <= 1)

@@ -19,6 +19,7 @@ MODULES = [
     "saliency_detect.attacks.pgd",
     "saliency_detect.data._dataset",
     "saliency_detect.data._images",
+    "saliency_detect.data._streaming",
     "saliency_detect.detector._baselines",
     "saliency_detect.detector._detector",
     "saliency_detect.detector._guard",
