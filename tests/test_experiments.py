@@ -459,6 +459,18 @@ def test_the_config_of_the_recorded_mnist_run_loads(tmp_path):
     assert config.detector_train_size == 5000 and config.attacks[3].train_size == 1000
 
 
+def test_the_config_of_the_recorded_attention_run_loads(tmp_path):
+    from conftest import REPO
+
+    text = (REPO / "docs" / "results.md").read_text()
+    block = re.findall(r"```toml\n(.*?)```", text, re.S)[1]
+    (tmp_path / "attention.toml").write_text(block)
+    config = load_config(tmp_path / "attention.toml", kind="attention")
+    assert config.dataset == "cifar10" and config.architecture == "resnet20" and config.n_images == 500
+    assert [a.display for a in config.attacks] == ["pixel_attack", "pgd"]
+    assert config.attacks[0].params == {"pixels": 3, "popsize": 100, "max_iter": 30}
+
+
 def test_the_documented_config_file_loads(tmp_path):
     from conftest import REPO
 
