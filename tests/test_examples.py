@@ -80,3 +80,17 @@ def test_reproduce_mnist_example_writes_the_report(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "## Table 1" in result.stdout and "| jsma |" in result.stdout
     assert (out / "report.html").is_file() and (out / "results.json").is_file()
+
+
+def test_attention_under_attack_example_measures_and_draws(tmp_path, shared_data):
+    out = tmp_path / "attention.png"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "attention_under_attack.py"),
+         "--architecture", "cifar10_net_f", "--epochs", "2", "--train-size", "3000", "--images", "40",
+         "--popsize", "40", "--max-iter", "3",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "PGD: fooled" in result.stdout and "true-class Grad-CAM top-10% pixels kept" in result.stdout
+    assert "Saved the figure" in result.stdout and out.stat().st_size > 10_000
