@@ -249,14 +249,27 @@ def test_every_attack_is_registered_with_shared_keywords():
 
 @pytest.fixture(scope="module")
 def cifar_model(shared_data):
-    """CIFAR10-NET-f trained briefly on the shared CIFAR-10 subset: a model Pixel Attack often fools."""
-    from saliency_detect.data import load_dataset
-    from saliency_detect.models import cifar10_net_f, train_classifier
+    """A small CNN trained 3 epochs on the shared CIFAR-10 subset (val. accuracy ~0.3).
 
-    ds = load_dataset("cifar10", train_size=4000, test_size=200)
+    The comparison is of the two attack algorithms at equal budget on one model, so the
+    model only needs to be fooled often and to be cheap to query (ART queries it image
+    by image).
+    """
+    from saliency_detect.data import load_dataset
+    from saliency_detect.models import train_classifier
+
+    ds = load_dataset("cifar10", train_size=3000, test_size=200)
     keras.utils.set_random_seed(0)
-    model = cifar10_net_f()
-    train_classifier(model, ds, epochs=2, learning_rate=1e-3, verbose=0, random_state=0)
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(16, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10),
+    ])  # fmt: skip
+    train_classifier(model, ds, epochs=3, learning_rate=1e-3, verbose=0, random_state=0)
     return model, ds.x_test
 
 
@@ -267,7 +280,7 @@ def test_pixel_attack_matches_art_success_at_equal_budget(cifar_model):
     from art.estimators.classification import TensorFlowV2Classifier
 
     model, images = cifar_model
-    x = images[:24]
+    x = images[:32]
     predicted = predict_labels(model, x)
     classifier = TensorFlowV2Classifier(
         model, nb_classes=10, input_shape=(32, 32, 3), clip_values=(0.0, 1.0),
@@ -275,6 +288,7 @@ def test_pixel_attack_matches_art_success_at_equal_budget(cifar_model):
     )  # fmt: skip
     # ART's DE population is 400 // 5 parameters per pixel x 5 = 400 candidates, like ours:
     # both evaluate 400 x (1 + max_iter) candidates per image at most.
+    np.random.seed(0)  # ART's differential evolution draws from NumPy's global generator
     theirs = art.PixelAttack(classifier, th=1, es=1, max_iter=5, verbose=False).generate(x)
     ours = attacks.pixel_attack(model, x, pixels=1, popsize=400, max_iter=5, random_state=0)
     their_success = predict_labels(model, theirs) != predicted

@@ -86,7 +86,7 @@ def test_attention_under_attack_example_measures_and_draws(tmp_path, shared_data
     out = tmp_path / "attention.png"
     result = subprocess.run(
         [sys.executable, str(REPO / "examples" / "attention_under_attack.py"),
-         "--architecture", "cifar10_net_f", "--epochs", "2", "--train-size", "3000", "--images", "40",
+         "--architecture", "cifar10_net_f", "--epochs", "2", "--train-size", "2000", "--images", "32",
          "--popsize", "40", "--max-iter", "3",
          "--out", str(out)],
         capture_output=True, text=True, timeout=900,
