@@ -91,6 +91,7 @@ def test_jsma_negative_theta_decreases_features():
         attacks.jsma(model, X, gamma=1.5)
 
 
+@pytest.mark.slow  # a known gap costs CI two minutes and gates nothing: `pytest -m slow` measures it
 @pytest.mark.reference
 @pytest.mark.xfail(
     strict=False,
