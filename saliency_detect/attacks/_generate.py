@@ -80,12 +80,6 @@ def _chunks(x, chunk_size: int, start: int = 0):
         yield begin, min(begin + chunk_size, len(x))
 
 
-def _read(x, start: int, stop: int, *, clip_range, expected_shape) -> np.ndarray:
-    """Images `x[start:stop]`, validated, as float32 (read from disk for a lazy `x`)."""
-    name = "x" if start == 0 and stop == len(x) else f"x[{start}:{stop}]"
-    return check_images(x[start:stop], name=name, clip_range=clip_range, expected_shape=expected_shape)
-
-
 def _data_fingerprint(x, y: np.ndarray | None, *, chunk_size: int, read) -> str:
     """SHA-256 of the images (float32 bytes, read chunk by chunk) and the labels."""
     digest = hashlib.sha256()
@@ -194,9 +188,11 @@ def generate_adversarial_set(
         x = check_images(x, clip_range=clip_range, expected_shape=expected_shape)
 
     def read(start: int, stop: int) -> np.ndarray:
+        """Images `x[start:stop]` as float32; a lazy `x` is read from disk and validated here."""
         if not _is_lazy(x):
             return x[start:stop]
-        return _read(x, start, stop, clip_range=clip_range, expected_shape=expected_shape)
+        name = "x" if start == 0 and stop == len(x) else f"x[{start}:{stop}]"
+        return check_images(x[start:stop], name=name, clip_range=clip_range, expected_shape=expected_shape)
 
     labels = None if y is None else check_labels(y, n=len(x), name="y")
     path = Path(path)

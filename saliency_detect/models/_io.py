@@ -139,11 +139,11 @@ def logits_model(model: keras.Model) -> keras.Model:
     return logits_model_and_links(model)[0]
 
 
-def _computes_in_low_precision(model: keras.Model) -> bool:
-    return any(
-        getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32") != "float32"
-        for layer in model._flatten_layers(include_self=True)
-    )
+def _computes_in_low_precision(layer) -> bool:
+    """Whether the layer, or any layer nested in it, computes below float32 (mixed precision)."""
+    if getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32") != "float32":
+        return True
+    return any(_computes_in_low_precision(child) for child in getattr(layer, "layers", ()))
 
 
 def _float32_twin(model: keras.Model) -> tuple[keras.Model, list[tuple]]:
