@@ -381,3 +381,45 @@ def test_cli_train_and_attack_under_mirrored_strategy(tmp_path):
     )
     adversarial = load_adversarial_set(out)
     assert adversarial.x_adv.shape == (32, 28, 28, 1) and adversarial.linf.max() <= 0.2 + 1e-6
+
+
+def test_generate_from_a_memmap_reads_chunks_and_equals_in_memory(
+    tmp_path, trained_mnist_f, mnist_sample, monkeypatch
+):
+    import sys
+
+    from saliency_detect.attacks import generate_adversarial_set, load_adversarial_set
+
+    generate = sys.modules["saliency_detect.attacks._generate"]
+    checked = []
+
+    def spy(images, **kwargs):
+        checked.append(len(images))
+        return check(images, **kwargs)
+
+    check = generate.check_images
+
+    x = mnist_sample.x_test[:24]
+    on_disk = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=x.shape)
+    on_disk[:] = x
+    on_disk.flush()
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    args = (None, "fgsm", {"eps": 0.2})
+    monkeypatch.setattr(generate, "check_images", spy)
+    streamed = generate_adversarial_set(
+        trained_mnist_f, mapped, *args, tmp_path / "a.h5", chunk_size=8, verbose=False
+    )
+    assert checked and max(checked) <= 8, "a memory map is validated chunk by chunk, never loaded whole"
+    in_memory = generate_adversarial_set(
+        trained_mnist_f, x, *args, tmp_path / "b.h5", chunk_size=8, verbose=False
+    )
+    np.testing.assert_array_equal(load_adversarial_set(streamed).x_adv, load_adversarial_set(in_memory).x_adv)
+
+
+def test_experiments_refuse_a_strategy_that_is_not_one(tmp_path):
+    from saliency_detect.experiments import ExplainConfig, demo_config, run_experiment, run_explain
+
+    with pytest.raises(TypeError, match=r"tf\.distribute\.Strategy"):
+        run_experiment(demo_config(), tmp_path / "a", strategy="mirrored")
+    with pytest.raises(TypeError, match=r"tf\.distribute\.Strategy"):
+        run_explain(ExplainConfig(), tmp_path / "b", strategy="mirrored")
