@@ -1,4 +1,4 @@
-"""Every `Example:` in the public docstrings runs, so no example rots."""
+"""Every `Examples:` section in the public docstrings runs, so no example rots."""
 
 import doctest
 import importlib

@@ -15,6 +15,8 @@ from typing import Any
 import h5py
 import keras
 import numpy as np
+import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from saliency_detect._distribute import resolve_strategy
 from saliency_detect._validation import check_images, check_labels, check_positive_int, model_image_shape
@@ -110,15 +112,15 @@ def _check_identity(file: h5py.File, expected: dict[str, Any], path: Path) -> No
 
 def generate_adversarial_set(
     model: keras.Model,
-    x,
-    y,
+    x: ArrayLike,
+    y: ArrayLike,
     attack: str | Callable,
     params: dict[str, Any] | None,
     path: str | os.PathLike[str],
     *,
     chunk_size: int = 256,
     verbose: bool = True,
-    strategy=None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> Path:
     """Craft adversarial images for all of `x` and cache them in an HDF5 file.
 
@@ -162,7 +164,7 @@ def generate_adversarial_set(
         ValueError: for a file made with another configuration, invalid images, labels
             or parameters.
 
-    Example:
+    Examples:
         >>> import numpy as np, tempfile, os
         >>> from saliency_detect.attacks import generate_adversarial_set, load_adversarial_set
         >>> from saliency_detect.models import mnist_net_f

@@ -39,7 +39,7 @@ def available_attacks() -> dict[str, dict[str, Any]]:
 
     Parameters that must be given (such as `eps`) show `REQUIRED`.
 
-    Example:
+    Examples:
         >>> from saliency_detect.attacks import available_attacks
         >>> available_attacks()["fgsm"]
         {'eps': REQUIRED, 'norm': inf, 'clip_range': (0.0, 1.0), 'targeted': False, 'batch_size': 128}
@@ -67,7 +67,7 @@ def get_attack(name: str) -> Callable:
     Raises:
         ValueError: for an unknown name; the message lists the valid ones.
 
-    Example:
+    Examples:
         >>> from saliency_detect.attacks import get_attack
         >>> get_attack("pgd").__name__
         'pgd'

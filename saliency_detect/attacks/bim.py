@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from saliency_detect.attacks._iterative import projected_gradient
 
 
 def bim(
-    model,
-    x,
-    y=None,
+    model: keras.Model,
+    x: ArrayLike,
+    y: ArrayLike | None = None,
     *,
     eps: float,
     norm: float = np.inf,
@@ -46,7 +48,7 @@ def bim(
     Raises:
         ValueError: for invalid images, labels or parameters.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.attacks import bim
         >>> from saliency_detect.models import mnist_net_f

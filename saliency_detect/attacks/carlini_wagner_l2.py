@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from saliency_detect._gradients import score_gradients
 from saliency_detect._prepared import run_compiled
@@ -14,9 +16,9 @@ _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
 
 def carlini_wagner_l2(
-    model,
-    x,
-    y=None,
+    model: keras.Model,
+    x: ArrayLike,
+    y: ArrayLike | None = None,
     *,
     clip_range: tuple[float, float] = (0.0, 1.0),
     targeted: bool = False,
@@ -62,7 +64,7 @@ def carlini_wagner_l2(
     Raises:
         ValueError: for invalid images, labels or parameters.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.attacks import carlini_wagner_l2
         >>> from saliency_detect.models import mnist_net_f

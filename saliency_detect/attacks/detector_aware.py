@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from saliency_detect._batching import map_batches
 from saliency_detect._gradients import score_gradients
@@ -20,6 +23,9 @@ from saliency_detect.attacks._common import (
     steepest_step,
 )
 
+if TYPE_CHECKING:
+    from saliency_detect.detector import SaliencyDetector
+
 
 def _detector_model(detector) -> keras.Model:
     if hasattr(detector, "as_keras_model"):
@@ -33,16 +39,16 @@ def _detector_model(detector) -> keras.Model:
 
 
 def detector_aware(
-    model,
-    x,
-    y=None,
+    model: keras.Model,
+    x: ArrayLike,
+    y: ArrayLike | None = None,
     *,
     eps: float,
     norm: float = np.inf,
     clip_range: tuple[float, float] = (0.0, 1.0),
     targeted: bool = False,
     batch_size: int = 128,
-    detector,
+    detector: SaliencyDetector | keras.Model,
     sigma: float = 0.5,
     eps_iter: float | None = None,
     nb_iter: int = 10,
@@ -83,7 +89,7 @@ def detector_aware(
         ValueError: for invalid images, labels or parameters, or `sigma` outside [0, 1].
         TypeError: for a `detector` that is neither a detector nor a Keras model.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.attacks import detector_aware
         >>> from saliency_detect.detector import SaliencyDetector

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from saliency_detect._prepared import run_compiled
 from saliency_detect._validation import check_positive_float
@@ -19,9 +21,9 @@ from saliency_detect.attacks._common import (
 
 
 def fgsm(
-    model,
-    x,
-    y=None,
+    model: keras.Model,
+    x: ArrayLike,
+    y: ArrayLike | None = None,
     *,
     eps: float,
     norm: float = np.inf,
@@ -53,7 +55,7 @@ def fgsm(
         ValueError: for `eps <= 0`, an unknown norm, images outside `clip_range`, labels of
             the wrong length, or `targeted` without `y`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.attacks import fgsm
         >>> from saliency_detect.models import mnist_net_f

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from saliency_detect.attacks._iterative import projected_gradient
 
 
 def iterative_l2(
-    model,
-    x,
-    y=None,
+    model: keras.Model,
+    x: ArrayLike,
+    y: ArrayLike | None = None,
     *,
     eps: float,
     clip_range: tuple[float, float] = (0.0, 1.0),
@@ -42,7 +44,7 @@ def iterative_l2(
     Raises:
         ValueError: for invalid images, labels or parameters.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.attacks import iterative_l2
         >>> from saliency_detect.models import mnist_net_f

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from saliency_detect._gradients import score_gradients
 from saliency_detect._prepared import Prepared, run_compiled
@@ -83,9 +85,9 @@ def _best_pairs(
 
 
 def jsma(
-    model,
-    x,
-    y=None,
+    model: keras.Model,
+    x: ArrayLike,
+    y: ArrayLike | None = None,
     *,
     clip_range: tuple[float, float] = (0.0, 1.0),
     targeted: bool = False,
@@ -129,7 +131,7 @@ def jsma(
     Raises:
         ValueError: for invalid images, labels, `theta` = 0 or `gamma` outside (0, 1].
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.attacks import jsma
         >>> from saliency_detect.models import mnist_net_f

@@ -5,8 +5,11 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
+from typing import Any
 
+import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from saliency_detect._validation import check_images, check_labels, check_positive_float, check_positive_int
 from saliency_detect.attacks._registry import check_params, resolve_attack
@@ -29,9 +32,9 @@ class MinimalEpsilon:
 
 
 def minimal_epsilon(
-    model,
-    x,
-    y,
+    model: keras.Model,
+    x: ArrayLike,
+    y: ArrayLike,
     attack: str | Callable,
     *,
     target_accuracy: float = 0.30,
@@ -41,7 +44,7 @@ def minimal_epsilon(
     max_evaluations: int = 30,
     clip_range: tuple[float, float] = (0.0, 1.0),
     batch_size: int = 128,
-    **params,
+    **params: Any,
 ) -> MinimalEpsilon:
     """Find the smallest `eps` at which `attack` drives accuracy below `target_accuracy`.
 
@@ -73,7 +76,7 @@ def minimal_epsilon(
         ValueError: for an attack without `eps`, invalid arguments, or when even `eps_max`
             leaves accuracy at or above the target.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.attacks import minimal_epsilon
         >>> from saliency_detect.models import mnist_net_f

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from saliency_detect.attacks._iterative import projected_gradient
 
 
 def pgd(
-    model,
-    x,
-    y=None,
+    model: keras.Model,
+    x: ArrayLike,
+    y: ArrayLike | None = None,
     *,
     eps: float,
     norm: float = np.inf,
@@ -56,7 +58,7 @@ def pgd(
     Raises:
         ValueError: for invalid images, labels or parameters.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.attacks import pgd
         >>> from saliency_detect.models import mnist_net_f

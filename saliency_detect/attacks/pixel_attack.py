@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from saliency_detect._prepared import run_compiled
 from saliency_detect._validation import check_positive_float, check_positive_int
@@ -14,9 +16,9 @@ _EVALUATIONS_PER_CALL = 8192
 
 
 def pixel_attack(
-    model,
-    x,
-    y=None,
+    model: keras.Model,
+    x: ArrayLike,
+    y: ArrayLike | None = None,
     *,
     clip_range: tuple[float, float] = (0.0, 1.0),
     targeted: bool = False,
@@ -59,7 +61,7 @@ def pixel_attack(
     Raises:
         ValueError: for invalid images, labels or parameters.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.attacks import pixel_attack
         >>> from saliency_detect.models import mnist_net_f

@@ -170,7 +170,7 @@ def load_dataset(
             cannot be downloaded; the message lists every place searched.
         FileNotFoundError: if a folder data set's path does not exist.
 
-    Example:
+    Examples:
         >>> from saliency_detect.data import load_dataset
         >>> ds = load_dataset("mnist-sample", train_size=1000)
         >>> ds.x_train.shape, ds.x_train.dtype, ds.num_classes

@@ -75,7 +75,7 @@ def read_images(
         FileNotFoundError: if `path` does not exist.
         ValueError: if `path` is a file of another kind, or a folder without images.
 
-    Example:
+    Examples:
         >>> import numpy as np, os, tempfile
         >>> from saliency_detect.data import read_images
         >>> path = os.path.join(tempfile.mkdtemp(), "x.npz")

@@ -46,7 +46,7 @@ def hdf5_dataset(
             float images; values outside `clip_range` or NaN are reported when their
             block is read.
 
-    Example:
+    Examples:
         >>> import h5py, numpy as np, os, tempfile
         >>> from saliency_detect.data import hdf5_dataset
         >>> path = os.path.join(tempfile.mkdtemp(), "images.h5")

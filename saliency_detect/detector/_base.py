@@ -9,7 +9,10 @@ the detector is fitted.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect._validation import check_images, check_positive_float
@@ -59,6 +62,20 @@ def check_binary_labels(y, *, n: int, name: str = "is_adversarial") -> np.ndarra
             f"Received values {np.unique(y)[:5].tolist()} (dtype={y.dtype})"
         )
     return y.astype(np.int64)
+
+
+class Detector(Protocol):
+    """What evaluation needs of a fitted detector: a score per image and a threshold on it.
+
+    Every detector of `saliency_detect.detector` is one; so is any object with these two
+    members (and scikit-learn's fitted-state convention).
+    """
+
+    threshold_: float
+
+    def decision_function(self, x: ArrayLike) -> np.ndarray:
+        """Return one score per image; larger means more likely adversarial."""
+        ...
 
 
 class BinaryDetectorMixin:

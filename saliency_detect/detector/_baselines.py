@@ -17,6 +17,7 @@ import numbers
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KernelDensity
@@ -80,7 +81,7 @@ class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
         threshold_: decision threshold (0: probability 0.5).
         classes_: `array([0, 1])`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.detector import KernelDensityDetector
         >>> from saliency_detect.models import mnist_net_f
@@ -144,7 +145,7 @@ class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
         floor = np.min(density[np.isfinite(density)]) if np.isfinite(density).any() else 0.0
         return np.column_stack([np.where(np.isfinite(density), density, floor), uncertainty])
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> KernelDensityDetector:
         """Fit the class densities on half of the clean images, the regression on the other images.
 
         Args:
@@ -228,7 +229,7 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
         threshold_: decision threshold (0: probability 0.5).
         classes_: `array([0, 1])`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.detector import LIDDetector
         >>> from saliency_detect.models import mnist_net_f
@@ -285,7 +286,7 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
             columns.append(map_batches(lambda a, ref=ref: _lid(a, ref, self.k), (acts,), self.batch_size))
         return np.column_stack(columns)
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> LIDDetector:
         """Pick the reference batch from the clean images, then fit the regression on per-layer LIDs.
 
         Args:

@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
@@ -40,7 +41,7 @@ def default_detector(feature_shape) -> keras.Model:
 
     MNIST-NET-D below 32 pixels a side, CIFAR10-NET-D up to 64, VGG16-D above.
 
-    Example:
+    Examples:
         >>> from saliency_detect.detector import default_detector
         >>> default_detector((32, 32, 6)).name
         'cifar10_net_d'
@@ -124,7 +125,7 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         history_: Keras's training history (`{"loss": [...], "accuracy": [...], ...}`).
         classes_: `array([0, 1])`: 0 clean, 1 adversarial.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.detector import SaliencyDetector
         >>> from saliency_detect.models import mnist_net_f
@@ -194,7 +195,15 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             raise ValueError(f"`validation_split` must be in [0, 1). Received: validation_split={split!r}")
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None, *, validation_data=None, backup_dir=None, callbacks=None):
+    def fit(
+        self,
+        X: ArrayLike | tf.data.Dataset,
+        y: ArrayLike | None = None,
+        *,
+        validation_data: tuple[ArrayLike, ArrayLike] | tf.data.Dataset | None = None,
+        backup_dir: str | os.PathLike[str] | None = None,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+    ) -> SaliencyDetector:
         """Fit D on clean and adversarial images.
 
         Two call forms, as arrays: `fit(x_clean, x_adv)` (two image batches) or
@@ -354,7 +363,7 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             return keras.Model(inputs, [logits, self.detector_(stacked)], name="guarded_scores")
         return keras.Model(inputs, self.detector_(features(inputs)), name="saliency_detector")
 
-    def decision_function(self, x) -> np.ndarray:
+    def decision_function(self, x: ArrayLike | tf.data.Dataset) -> np.ndarray:
         """Return D's logit of "adversarial" for each image (above `threshold_`: flagged).
 
         Args:
@@ -384,7 +393,7 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             return map_batches(self._scorer, (x,), self.batch_size)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path, *, include_classifier: bool = True) -> Path:
+    def save(self, path: str | os.PathLike[str], *, include_classifier: bool = True) -> Path:
         """Save the fitted detector to a folder, atomically.
 
         The folder holds `detector.keras` (D), `config.json` (parameters, threshold,
@@ -440,7 +449,13 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         return path
 
     @classmethod
-    def load(cls, path, classifier: keras.Model | None = None, *, check_fingerprint: bool = True):
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        classifier: keras.Model | None = None,
+        *,
+        check_fingerprint: bool = True,
+    ) -> SaliencyDetector:
         """Load a detector written by `save`, in Keras's safe mode.
 
         Args:

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect._batching import map_batches
@@ -52,7 +53,7 @@ class GuardedClassifier:
         ValueError: if `detector` was fitted for another classifier.
         TypeError: for a detector that is not a `SaliencyDetector`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.detector import GuardedClassifier, SaliencyDetector
         >>> from saliency_detect.models import mnist_net_f
@@ -90,7 +91,7 @@ class GuardedClassifier:
         `models.load_model`, safe mode) or export a SavedModel for TF Serving with
         `export`.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> from saliency_detect.detector import GuardedClassifier, SaliencyDetector
             >>> from saliency_detect.models import mnist_net_f
@@ -115,7 +116,7 @@ class GuardedClassifier:
             name="guarded_classifier",
         )
 
-    def predict(self, x) -> GuardedPrediction:
+    def predict(self, x: ArrayLike) -> GuardedPrediction:
         """Classify images and score them for adversarial perturbation.
 
         Args:
@@ -141,7 +142,7 @@ class GuardedClassifier:
         labels, scores, flags = map_batches(self._step, (x,), self.batch_size)
         return GuardedPrediction(labels=labels.astype(np.int64), scores=scores, flags=flags.astype(bool))
 
-    def export(self, path) -> Path:
+    def export(self, path: str | os.PathLike[str]) -> Path:
         """Export the guarded model as a TensorFlow SavedModel (for TF Serving), atomically.
 
         The SavedModel's `serve` endpoint takes float32 images (N, H, W, C) and returns
@@ -157,7 +158,7 @@ class GuardedClassifier:
         Raises:
             FileExistsError: if `path` exists.
 
-        Example:
+        Examples:
             >>> import numpy as np, os, tempfile, tensorflow as tf
             >>> from saliency_detect.detector import GuardedClassifier, SaliencyDetector
             >>> from saliency_detect.models import mnist_net_f

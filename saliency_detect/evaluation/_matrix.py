@@ -7,13 +7,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect._files import atomic_write_text
 from saliency_detect._validation import check_images
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 METRICS = ("accuracy", "detection_rate", "roc_auc")
 
@@ -64,7 +69,7 @@ class GeneralizationMatrix:
             atomic_write_text(Path(path), text)
         return text
 
-    def plot(self, ax=None, *, cmap: str = "viridis"):
+    def plot(self, ax: Axes | None = None, *, cmap: str = "viridis") -> Axes:
         """Draw the matrix as an annotated heatmap (the paper's Figures 3-6).
 
         Args:
@@ -96,7 +101,7 @@ class GeneralizationMatrix:
 
 def generalization_matrix(
     detectors: Mapping[str, object],
-    x_clean,
+    x_clean: ArrayLike,
     adversarial: Mapping[str, object],
     *,
     metric: str = "accuracy",
@@ -121,7 +126,7 @@ def generalization_matrix(
         ValueError: for an unknown metric, empty mappings or invalid images.
         sklearn.exceptions.NotFittedError: if a detector is not fitted.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.detector import SaliencyDetector
         >>> from saliency_detect.evaluation import generalization_matrix

@@ -7,10 +7,12 @@ from dataclasses import asdict, dataclass
 
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect._validation import check_images, check_labels, model_image_shape
+from saliency_detect.detector._base import Detector
 from saliency_detect.models._training import predict_labels
 
 _COLUMNS = (
@@ -69,7 +71,7 @@ class DetectionReport:
 def detection_table(reports: Sequence[DetectionReport]) -> str:
     """Render reports as one Markdown table, a row per report (the paper's Table 1 layout).
 
-    Example:
+    Examples:
         >>> from saliency_detect.evaluation import DetectionReport, detection_table
         >>> row = DetectionReport("fgsm", 0.99, 0.1, 0.98, 0.99, 0.99, 0.02, 0.999, 0.99, 100, 100, 0.0)
         >>> print(detection_table([row]).splitlines()[2])
@@ -86,10 +88,10 @@ def detection_table(reports: Sequence[DetectionReport]) -> str:
 
 def detection_report(
     classifier: keras.Model,
-    detector,
-    x_test,
-    y_test,
-    x_adv,
+    detector: Detector,
+    x_test: ArrayLike,
+    y_test: ArrayLike,
+    x_adv: ArrayLike,
     *,
     name: str = "",
     batch_size: int = 256,
@@ -119,7 +121,7 @@ def detection_report(
         ValueError: for invalid images or labels, or `x_adv` not matching `x_test`.
         sklearn.exceptions.NotFittedError: if `detector` is not fitted.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.detector import SaliencyDetector
         >>> from saliency_detect.evaluation import detection_report

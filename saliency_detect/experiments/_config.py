@@ -252,7 +252,7 @@ def demo_config() -> ExperimentConfig:
     tested on 200 test images; no baselines and no adaptive attack (`reproduce` runs
     those).
 
-    Example:
+    Examples:
         >>> from saliency_detect.experiments import demo_config
         >>> [a.display for a in demo_config().attacks]
         ['fgsm', 'bim', 'iterative_l2', 'jsma']
@@ -296,7 +296,7 @@ def load_config(path: str | os.PathLike[str], kind: str = "detection") -> Experi
         ValueError: if the file is not valid TOML / JSON, has another suffix, or holds
             an unknown key or an invalid value.
 
-    Example:
+    Examples:
         >>> import os, tempfile
         >>> from saliency_detect.experiments import load_config
         >>> path = os.path.join(tempfile.mkdtemp(), "exp.toml")

@@ -10,9 +10,11 @@ size" is told apart from an effect of the attack.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from saliency_detect.experiments._config import ExplainConfig
 
@@ -140,7 +142,13 @@ def _grid_png(label: str, x, x_adv, clean, adv, y, y_adv, class_names) -> bytes:
     return _figure_png(draw, size=(1.3 * len(columns), 1.4 * rows + 0.6))
 
 
-def run_explain(config: ExplainConfig, out_dir, *, verbose: int = 1, strategy=None) -> dict[str, Any]:
+def run_explain(
+    config: ExplainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    verbose: int = 1,
+    strategy: tf.distribute.Strategy | None = None,
+) -> dict[str, Any]:
     """Run the attention analysis and write its report to `out_dir`.
 
     Trains (or loads) the classifier, attacks the first `config.n_images` test images with
@@ -166,7 +174,7 @@ def run_explain(config: ExplainConfig, out_dir, *, verbose: int = 1, strategy=No
         TypeError: if `config` is not an `ExplainConfig`.
         ValueError: if the data set or model does not fit the config.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from saliency_detect.experiments import ExplainConfig, run_explain
         >>> config = ExplainConfig(dataset="mnist-sample", architecture="mnist_net_f", train_size=300,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from saliency_detect._files import atomic_write_text
 from saliency_detect._version import __version__
@@ -89,7 +91,13 @@ class _Run:
         return value
 
 
-def run_experiment(config: ExperimentConfig, out_dir, *, verbose: int = 1, strategy=None) -> dict[str, Any]:
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    verbose: int = 1,
+    strategy: tf.distribute.Strategy | None = None,
+) -> dict[str, Any]:
     """Run the detection paper's experiment and write its report to `out_dir`.
 
     Trains (or loads) the classifier f, finds each attack's minimal ε (unless given),
@@ -120,7 +128,7 @@ def run_experiment(config: ExperimentConfig, out_dir, *, verbose: int = 1, strat
         TypeError: if `config` is not an `ExperimentConfig`.
         ValueError: if the data set, model or a cached file does not fit the config.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from saliency_detect.experiments import AttackSpec, demo_config, run_experiment
         >>> config = demo_config().replace(

@@ -29,7 +29,7 @@ def save_model(model: keras.Model, path: str | os.PathLike[str]) -> Path:
     Raises:
         ValueError: if `path` does not end in `.keras`.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> from saliency_detect.models import mnist_net_d, save_model, load_model
         >>> path = save_model(mnist_net_d(), os.path.join(tempfile.mkdtemp(), "d.keras"))
@@ -100,7 +100,7 @@ def ends_in_softmax(model: keras.Model) -> bool:
     Recognises a final `Softmax` layer, `Activation("softmax")`, and a final layer with
     `activation="softmax"`.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from saliency_detect.models import ends_in_softmax
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
@@ -128,7 +128,7 @@ def logits_model(model: keras.Model) -> keras.Model:
     Returns:
         A model with the same input whose output is the logits.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> from saliency_detect.models import logits_model
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
@@ -203,7 +203,7 @@ def model_fingerprint(model: keras.Model) -> str:
     another. How a model is compiled (optimizer, loss, metrics) is not part of it: the
     same network trained here and reloaded with `compile=False` keeps its fingerprint.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from saliency_detect.models import mnist_net_d, model_fingerprint
         >>> keras.utils.set_random_seed(0)

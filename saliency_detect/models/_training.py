@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from saliency_detect._distribute import resolve_strategy, trainable_in, training_rows
 from saliency_detect._validation import (
@@ -33,7 +34,7 @@ PAPER_DEFAULTS: dict[str, dict[str, float]] = {
 def paper_defaults(dataset_name: str) -> dict[str, float]:
     """Return `{"epochs": ..., "learning_rate": ...}` the paper used for a data set.
 
-    Example:
+    Examples:
         >>> from saliency_detect.models import paper_defaults
         >>> paper_defaults("mnist-sample")
         {'epochs': 10, 'learning_rate': 0.001}
@@ -50,7 +51,7 @@ _PAPER_CLASSIFIERS = {"mnist": "mnist_net_f", "cifar10": "cifar10_net_f", "folde
 def paper_classifier(dataset_name: str) -> str:
     """Return the zoo name of the paper's classifier for a data set (MNIST-NET-f, CIFAR10-NET-f, VGG16-f).
 
-    Example:
+    Examples:
         >>> from saliency_detect.models import paper_classifier
         >>> paper_classifier("mnist-sample"), paper_classifier("folder:/data/imagenet10")
         ('mnist_net_f', 'vgg16_f')
@@ -129,7 +130,7 @@ def train_classifier(
         ValueError: if the model's input or output does not fit the data set, or an
             argument is out of range.
 
-    Example:
+    Examples:
         >>> from saliency_detect.data import load_dataset
         >>> from saliency_detect.models import mnist_net_f, train_classifier
         >>> ds = load_dataset("mnist-sample", train_size=256, test_size=64)
@@ -205,7 +206,11 @@ def train_classifier(
 
 
 def predict_labels(
-    model: keras.Model, x, *, batch_size: int = 256, clip_range: tuple[float, float] | None = (0.0, 1.0)
+    model: keras.Model,
+    x: ArrayLike,
+    *,
+    batch_size: int = 256,
+    clip_range: tuple[float, float] | None = (0.0, 1.0),
 ) -> np.ndarray:
     """Return the classes `model` predicts for images `x`, as an int64 vector.
 
@@ -227,7 +232,12 @@ def predict_labels(
 
 
 def classifier_accuracy(
-    model: keras.Model, x, y, *, batch_size: int = 256, clip_range: tuple[float, float] | None = (0.0, 1.0)
+    model: keras.Model,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    batch_size: int = 256,
+    clip_range: tuple[float, float] | None = (0.0, 1.0),
 ) -> float:
     """Return the share of images `x` that `model` classifies as `y`.
 
@@ -244,7 +254,7 @@ def classifier_accuracy(
     Raises:
         ValueError: if `x` or `y` is not valid for `model`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.data import load_dataset
         >>> from saliency_detect.models import mnist_net_f, classifier_accuracy

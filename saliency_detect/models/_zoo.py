@@ -44,7 +44,7 @@ def _inputs(input_shape, num_classes, *, min_classes: int = 1) -> tuple[keras.Ke
     return keras.Input(shape=shape, name="image"), n
 
 
-def mnist_net_f(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
+def mnist_net_f(input_shape: tuple[int, int, int] = (28, 28, 1), num_classes: int = 10) -> keras.Model:
     """MNIST-NET-f, the MNIST classifier of the detection paper (Figure 2).
 
     Two blocks of two 3x3 ReLU convolutions (32, then 64 filters) each followed by 2x2
@@ -61,7 +61,7 @@ def mnist_net_f(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
     Raises:
         ValueError: if `input_shape` or `num_classes` is invalid.
 
-    Example:
+    Examples:
         >>> from saliency_detect.models import mnist_net_f
         >>> model = mnist_net_f()
         >>> model.output_shape, model.count_params()
@@ -72,7 +72,7 @@ def mnist_net_f(input_shape=(28, 28, 1), num_classes: int = 10) -> keras.Model:
     return keras.Model(inputs, layers.Dense(n, name="logits")(x), name="mnist_net_f")
 
 
-def mnist_net_d(input_shape=(28, 28, 2), num_classes: int = 1) -> keras.Model:
+def mnist_net_d(input_shape: tuple[int, int, int] = (28, 28, 2), num_classes: int = 1) -> keras.Model:
     """MNIST-NET-D, the binary detector for MNIST: smaller than the classifier.
 
     Its input is the image and its saliency map stacked on the channel axis (2 channels
@@ -91,7 +91,7 @@ def mnist_net_d(input_shape=(28, 28, 2), num_classes: int = 1) -> keras.Model:
     Raises:
         ValueError: if `input_shape` or `num_classes` is invalid.
 
-    Example:
+    Examples:
         >>> from saliency_detect.models import mnist_net_d
         >>> mnist_net_d().output_shape
         (None, 1)
@@ -101,7 +101,7 @@ def mnist_net_d(input_shape=(28, 28, 2), num_classes: int = 1) -> keras.Model:
     return keras.Model(inputs, layers.Dense(n, name="logits")(x), name="mnist_net_d")
 
 
-def cifar10_net_f(input_shape=(32, 32, 3), num_classes: int = 10) -> keras.Model:
+def cifar10_net_f(input_shape: tuple[int, int, int] = (32, 32, 3), num_classes: int = 10) -> keras.Model:
     """CIFAR10-NET-f, the CIFAR-10 classifier of the detection paper.
 
     Two blocks of two 3x3 ReLU convolutions (64, then 128 filters) each followed by 2x2
@@ -118,7 +118,7 @@ def cifar10_net_f(input_shape=(32, 32, 3), num_classes: int = 10) -> keras.Model
     Raises:
         ValueError: if `input_shape` or `num_classes` is invalid.
 
-    Example:
+    Examples:
         >>> from saliency_detect.models import cifar10_net_f
         >>> cifar10_net_f().output_shape
         (None, 10)
@@ -128,7 +128,7 @@ def cifar10_net_f(input_shape=(32, 32, 3), num_classes: int = 10) -> keras.Model
     return keras.Model(inputs, layers.Dense(n, name="logits")(x), name="cifar10_net_f")
 
 
-def cifar10_net_d(input_shape=(32, 32, 6), num_classes: int = 1) -> keras.Model:
+def cifar10_net_d(input_shape: tuple[int, int, int] = (32, 32, 6), num_classes: int = 1) -> keras.Model:
     """CIFAR10-NET-D, the binary detector for CIFAR-10 (image + saliency: 6 channels).
 
     Two blocks of two 3x3 ReLU convolutions (32, then 64 filters) with 2x2 max pooling,
@@ -144,7 +144,7 @@ def cifar10_net_d(input_shape=(32, 32, 6), num_classes: int = 1) -> keras.Model:
     Raises:
         ValueError: if `input_shape` or `num_classes` is invalid.
 
-    Example:
+    Examples:
         >>> from saliency_detect.models import cifar10_net_d
         >>> cifar10_net_d().input_shape
         (None, 32, 32, 6)
@@ -190,7 +190,9 @@ def _vgg16(input_shape, num_classes, *, weights, head_units: int, name: str, min
     return keras.Model(inputs, layers.Dense(n, name="logits")(x), name=name)
 
 
-def vgg16_f(input_shape=(224, 224, 3), num_classes: int = 10, *, weights: str | None = None) -> keras.Model:
+def vgg16_f(
+    input_shape: tuple[int, int, int] = (224, 224, 3), num_classes: int = 10, *, weights: str | None = None
+) -> keras.Model:
     """VGG16-f, the classifier of the detection paper's 10-class ImageNet experiment.
 
     The 13 convolution layers of `keras.applications.VGG16` (layer names `block1_conv1`
@@ -211,7 +213,7 @@ def vgg16_f(input_shape=(224, 224, 3), num_classes: int = 10, *, weights: str | 
     Raises:
         ValueError: if the shape, class count or weights are invalid.
 
-    Example:
+    Examples:
         >>> from saliency_detect.models import vgg16_f
         >>> model = vgg16_f(input_shape=(32, 32, 3))
         >>> model.get_layer("block5_pool").output.shape
@@ -220,7 +222,7 @@ def vgg16_f(input_shape=(224, 224, 3), num_classes: int = 10, *, weights: str | 
     return _vgg16(input_shape, num_classes, weights=weights, head_units=256, name="vgg16_f", min_classes=2)
 
 
-def vgg16_d(input_shape=(224, 224, 6), num_classes: int = 1) -> keras.Model:
+def vgg16_d(input_shape: tuple[int, int, int] = (224, 224, 6), num_classes: int = 1) -> keras.Model:
     """VGG16-D, the detector of the ImageNet experiment: VGG16 on image + saliency.
 
     The VGG16 convolution stack, randomly initialised, on 6-channel inputs (RGB image
@@ -236,7 +238,7 @@ def vgg16_d(input_shape=(224, 224, 6), num_classes: int = 1) -> keras.Model:
     Raises:
         ValueError: if `input_shape` or `num_classes` is invalid.
 
-    Example:
+    Examples:
         >>> from saliency_detect.models import vgg16_d
         >>> vgg16_d(input_shape=(32, 32, 6)).output_shape
         (None, 1)
@@ -244,7 +246,9 @@ def vgg16_d(input_shape=(224, 224, 6), num_classes: int = 1) -> keras.Model:
     return _vgg16(input_shape, num_classes, weights=None, head_units=256, name="vgg16_d", min_classes=1)
 
 
-def resnet20(input_shape=(32, 32, 3), num_classes: int = 10, *, weight_decay: float = 1e-4) -> keras.Model:
+def resnet20(
+    input_shape: tuple[int, int, int] = (32, 32, 3), num_classes: int = 10, *, weight_decay: float = 1e-4
+) -> keras.Model:
     """ResNet-20 for CIFAR-10 (He et al. 2016, section 4.2), the attention paper's model.
 
     A 3x3 convolution of 16 filters, then three stages of three basic residual blocks
@@ -264,7 +268,7 @@ def resnet20(input_shape=(32, 32, 3), num_classes: int = 10, *, weight_decay: fl
     Raises:
         ValueError: if `input_shape` or `num_classes` is invalid.
 
-    Example:
+    Examples:
         >>> from saliency_detect.models import resnet20
         >>> resnet20().count_params()
         274042
@@ -335,7 +339,7 @@ def get_model_builder(name: str) -> Callable[..., keras.Model]:
     Raises:
         ValueError: for an unknown name; the message lists the valid ones.
 
-    Example:
+    Examples:
         >>> from saliency_detect.models import get_model_builder
         >>> get_model_builder("resnet20").__name__
         'resnet20'

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from saliency_detect._gradients import score_gradients
 from saliency_detect.saliency._common import run_method, select_scores
@@ -86,12 +87,12 @@ def _cam(features: tf.Tensor, grads: tf.Tensor, size, upsample: bool) -> tf.Tens
 
 
 def grad_cam_layers(
-    model,
-    x,
+    model: keras.Model,
+    x: ArrayLike,
     *,
     layers: Sequence[str],
-    target="predicted",
-    labels=None,
+    target: str | int | ArrayLike = "predicted",
+    labels: ArrayLike | None = None,
     batch_size: int = 64,
     upsample: bool = True,
 ) -> dict[str, np.ndarray]:
@@ -119,7 +120,7 @@ def grad_cam_layers(
         ValueError: for a layer that does not exist, is not a feature map or sits in a
             nested sub-model, or for invalid images or arguments.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.models import mnist_net_f
         >>> from saliency_detect.saliency import grad_cam_layers
@@ -152,11 +153,11 @@ def grad_cam_layers(
 
 
 def grad_cam(
-    model,
-    x,
+    model: keras.Model,
+    x: ArrayLike,
     *,
-    target="predicted",
-    labels=None,
+    target: str | int | ArrayLike = "predicted",
+    labels: ArrayLike | None = None,
     batch_size: int = 64,
     layer: str | None = None,
     upsample: bool = True,
@@ -182,7 +183,7 @@ def grad_cam(
         ValueError: for a layer that does not exist or is not a feature map, a model
             without convolutions, or invalid images or arguments.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.models import mnist_net_f
         >>> from saliency_detect.saliency import grad_cam

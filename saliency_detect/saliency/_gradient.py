@@ -6,8 +6,10 @@ width. The class score is always the pre-softmax logit.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from saliency_detect._gradients import score_gradients
 from saliency_detect._prepared import Prepared
@@ -41,7 +43,13 @@ def _gradient_map(model, x, *, target, labels, batch_size, reduce, rule):
 
 
 def gradient(
-    model, x, *, target="predicted", labels=None, batch_size: int = 64, reduce: str = "none"
+    model: keras.Model,
+    x: ArrayLike,
+    *,
+    target: str | int | ArrayLike = "predicted",
+    labels: ArrayLike | None = None,
+    batch_size: int = 64,
+    reduce: str = "none",
 ) -> np.ndarray:
     """Vanilla gradient saliency (Simonyan et al. 2013): d class logit / d input.
 
@@ -68,7 +76,7 @@ def gradient(
             batch, or an invalid `target`, `labels` or `reduce`.
         TypeError: if `model` is not a Keras model.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.models import mnist_net_f
         >>> from saliency_detect.saliency import gradient
@@ -84,7 +92,13 @@ def gradient(
 
 
 def guided_backprop(
-    model, x, *, target="predicted", labels=None, batch_size: int = 64, reduce: str = "none"
+    model: keras.Model,
+    x: ArrayLike,
+    *,
+    target: str | int | ArrayLike = "predicted",
+    labels: ArrayLike | None = None,
+    batch_size: int = 64,
+    reduce: str = "none",
 ) -> np.ndarray:
     """Guided backpropagation (Springenberg et al. 2014).
 
@@ -111,7 +125,7 @@ def guided_backprop(
         TypeError: if the model is subclassed (it cannot be cloned).
         ValueError: for invalid images or arguments; see `gradient`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.models import mnist_net_f
         >>> from saliency_detect.saliency import guided_backprop
@@ -125,7 +139,13 @@ def guided_backprop(
 
 
 def deconvnet(
-    model, x, *, target="predicted", labels=None, batch_size: int = 64, reduce: str = "none"
+    model: keras.Model,
+    x: ArrayLike,
+    *,
+    target: str | int | ArrayLike = "predicted",
+    labels: ArrayLike | None = None,
+    batch_size: int = 64,
+    reduce: str = "none",
 ) -> np.ndarray:
     """Deconvnet saliency (Zeiler & Fergus 2014).
 
@@ -147,7 +167,7 @@ def deconvnet(
         TypeError: if the model is subclassed (it cannot be cloned).
         ValueError: for invalid images or arguments; see `gradient`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.models import mnist_net_f
         >>> from saliency_detect.saliency import deconvnet
@@ -161,11 +181,11 @@ def deconvnet(
 
 
 def smoothgrad(
-    model,
-    x,
+    model: keras.Model,
+    x: ArrayLike,
     *,
-    target="predicted",
-    labels=None,
+    target: str | int | ArrayLike = "predicted",
+    labels: ArrayLike | None = None,
     batch_size: int = 64,
     reduce: str = "none",
     noise_level: float = 0.15,
@@ -197,7 +217,7 @@ def smoothgrad(
     Raises:
         ValueError: for invalid images or arguments.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.models import mnist_net_f
         >>> from saliency_detect.saliency import smoothgrad
@@ -237,11 +257,11 @@ def smoothgrad(
 
 
 def integrated_gradients(
-    model,
-    x,
+    model: keras.Model,
+    x: ArrayLike,
     *,
-    target="predicted",
-    labels=None,
+    target: str | int | ArrayLike = "predicted",
+    labels: ArrayLike | None = None,
     batch_size: int = 64,
     reduce: str = "none",
     baseline: float | np.ndarray = 0.0,
@@ -271,7 +291,7 @@ def integrated_gradients(
         ValueError: for invalid images or arguments, or a baseline that does not
             broadcast to the images.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.models import mnist_net_f
         >>> from saliency_detect.saliency import integrated_gradients

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def available_methods() -> tuple[str, ...]:
     return tuple(_METHODS)
 
 
-def saliency_fn(name: str, **kwargs) -> Callable[..., np.ndarray]:
+def saliency_fn(name: str, **kwargs: Any) -> Callable[..., np.ndarray]:
     """Return the saliency method called `name` with its method-specific options bound.
 
     Every method is then called the same way: `fn(model, x, *, target="predicted",
@@ -52,7 +53,7 @@ def saliency_fn(name: str, **kwargs) -> Callable[..., np.ndarray]:
         ValueError: for an unknown name; the message lists the valid ones.
         TypeError: for an option the method does not take; the message lists those it does.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.models import mnist_net_f
         >>> from saliency_detect.saliency import saliency_fn

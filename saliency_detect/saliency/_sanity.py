@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from saliency_detect._validation import check_images, model_image_shape
 from saliency_detect.models._training import predict_labels
@@ -59,16 +61,16 @@ def _layers_with_weights(model: keras.Model) -> list[keras.layers.Layer]:
 
 
 def sanity_check(
-    model,
-    x,
+    model: keras.Model,
+    x: ArrayLike,
     *,
     method: str = "gradient",
-    target="predicted",
-    labels=None,
+    target: str | int | ArrayLike = "predicted",
+    labels: ArrayLike | None = None,
     batch_size: int = 64,
     absolute: bool = False,
     random_state: int | None = None,
-    **options,
+    **options: Any,
 ) -> SanityCheckResult:
     """Cascading model-parameter randomization test of a saliency method.
 
@@ -103,7 +105,7 @@ def sanity_check(
     Raises:
         ValueError: for an unknown method, invalid images or arguments.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.models import mnist_net_f
         >>> from saliency_detect.saliency import sanity_check

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 from scipy.stats import rankdata
 
 __all__ = ["entropy", "gini", "mass_in_mask", "spearman", "ssim", "top_k_intersection"]
@@ -42,7 +43,7 @@ def spearman(a, b) -> np.ndarray:
 
     A constant map has no ranking: its correlation is NaN.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.saliency.metrics import spearman
         >>> a = np.arange(8.0).reshape(1, 2, 4)
@@ -61,7 +62,7 @@ def spearman(a, b) -> np.ndarray:
 def top_k_intersection(a, b, k: int) -> np.ndarray:
     """Share of the `k` largest-magnitude pixels of `a` that are also among those of `b`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.saliency.metrics import top_k_intersection
         >>> a = np.array([[[5.0, 4.0, 0.0, 0.0]]]); b = np.array([[[5.0, 0.0, 4.0, 0.0]]])
@@ -84,7 +85,7 @@ def ssim(a, b, *, filter_size: int = 11) -> np.ndarray:
     per-map normalisation). The Gaussian window shrinks to fit maps smaller than
     `filter_size`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.saliency.metrics import ssim
         >>> a = np.random.default_rng(0).random((2, 16, 16))
@@ -114,7 +115,7 @@ def entropy(maps) -> np.ndarray:
     High entropy is diffuse attention; log2(H*W*C) is the most diffuse. An all-zero map
     has no distribution: its entropy is NaN.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.saliency.metrics import entropy
         >>> entropy(np.ones((1, 4, 4))).tolist(), entropy(np.eye(4)[None] * [1, 0, 0, 0]).tolist()
@@ -134,7 +135,7 @@ def gini(maps) -> np.ndarray:
 
     An all-zero map is NaN.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.saliency.metrics import gini
         >>> spike = np.zeros((1, 10, 10)); spike[0, 3, 3] = 1.0
@@ -150,7 +151,7 @@ def gini(maps) -> np.ndarray:
     return np.where(total > 0, value, np.nan)
 
 
-def mass_in_mask(maps, mask) -> np.ndarray:
+def mass_in_mask(maps: ArrayLike, mask: ArrayLike) -> np.ndarray:
     """Share of each map's absolute mass that lies inside a mask (e.g. near perturbed pixels).
 
     Args:
@@ -161,7 +162,7 @@ def mass_in_mask(maps, mask) -> np.ndarray:
     Returns:
         Values in [0, 1]; NaN for an all-zero map.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from saliency_detect.saliency.metrics import mass_in_mask
         >>> maps = np.ones((1, 4, 4)); mask = np.zeros((4, 4), bool); mask[:2] = True

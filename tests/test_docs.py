@@ -1,0 +1,233 @@
+"""Every code block of the README and the documentation site runs or is checked, so none rots.
+
+- `python` blocks run, page by page, in a fresh interpreter and an empty folder, in the
+  order of the page and in one namespace: as a reader pasting them in order would.
+  `--8<-- "path"` lines (pymdownx.snippets) are replaced by the file they name first.
+- `bash` lines are checked without running them (most take minutes to hours; what they
+  do is tested in test_cli / test_experiments / test_examples): `saliency-detect` lines
+  must parse with the command's own parser, `python examples/X.py` lines must name an
+  example and flags it defines, `pip install` extras must exist, files must exist.
+- `toml` blocks load as experiment configs (`title="explain…"` ones as `explain` configs).
+- `text` blocks are output or signatures, not code; any other language is refused.
+
+The API reference pages must name every public object: each subpackage's `__all__`.
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+LANGUAGES = {"python", "bash", "toml", "text"}
+FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<info>.*)$")
+SNIPPET = re.compile(r'^--8<-- "(?P<path>[^"]+)"\s*$')
+SUBPACKAGES = ["data", "models", "saliency", "attacks", "detector", "evaluation", "experiments"]
+
+
+def _name(page: Path) -> str:
+    return str(page.relative_to(REPO)) if page.is_relative_to(REPO) else str(page)
+
+
+def code_blocks(page: Path) -> list[tuple[str, str, str, int]]:
+    """Return `(language, info string, body, line number)` for every fenced block of a page."""
+    blocks, lines, i = [], page.read_text(encoding="utf-8").splitlines(), 0
+    while i < len(lines):
+        opening = FENCE.match(lines[i])
+        if not opening:
+            i += 1
+            continue
+        info = opening["info"].strip()
+        start, body = i + 1, []
+        i += 1
+        while i < len(lines) and lines[i].strip() != "```":
+            body.append(lines[i])
+            i += 1
+        if i == len(lines):
+            raise AssertionError(f"{_name(page)}:{start}: a code block is never closed")
+        language = info.split()[0] if info else ""
+        blocks.append((language, info, "\n".join(_expand(body)) + "\n", start))
+        i += 1
+    return blocks
+
+
+def _expand(body: list[str]) -> list[str]:
+    out = []
+    for line in body:
+        snippet = SNIPPET.match(line)
+        out.extend((REPO / snippet["path"]).read_text(encoding="utf-8").splitlines() if snippet else [line])
+    return out
+
+
+def _pages_with(language: str) -> list[Path]:
+    return [page for page in PAGES if any(block[0] == language for block in code_blocks(page))]
+
+
+def test_every_code_block_has_a_known_language():
+    for page in PAGES:
+        for language, _, _, line in code_blocks(page):
+            assert language in LANGUAGES, (
+                f"{_name(page)}:{line}: code blocks must be one of {sorted(LANGUAGES)} so a test can "
+                f"run or check them; got {language or 'no language'!r}"
+            )
+
+
+def test_the_harness_reads_fences_and_snippets(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text('Text\n\n```python title="x"\nx = 1\n--8<-- "setup.cfg"\n```\n\n```text\nout\n```\n')
+    (python, info, body, line), (text, *_) = code_blocks(page)
+    assert (python, info, line, text) == ("python", 'python title="x"', 3, "text")
+    assert body.startswith("x = 1\n[metadata]")
+    page.write_text("```python\nnever closed\n")
+    with pytest.raises(AssertionError, match="never closed"):
+        code_blocks(page)
+
+
+# The runner: each block is compiled under its page and line, so a failure names them.
+RUNNER = """
+import json, sys, traceback
+blocks = json.loads(sys.stdin.read())
+namespace = {"__name__": "__main__"}
+for where, code in blocks:
+    try:
+        exec(compile(code, where, "exec"), namespace)
+    except BaseException:
+        print("FAILED in " + where, file=sys.stderr)
+        traceback.print_exc()
+        sys.exit(1)
+    print("ran " + where, flush=True)
+"""
+
+
+@pytest.mark.parametrize("page", _pages_with("python"), ids=_name)
+def test_python_blocks_run(page, tmp_path):
+    blocks = [
+        (f"{_name(page)}:{line}", body)
+        for language, _, body, line in code_blocks(page)
+        if language == "python"
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", RUNNER],
+        input=json.dumps(blocks),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+        env={**__import__("os").environ, "MPLBACKEND": "Agg"},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count("ran ") == len(blocks)
+
+
+def _commands(body: str) -> list[list[str]]:
+    """Shell lines of a block, continuation lines joined, comments dropped, split at `&&`."""
+    commands = []
+    for line in body.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        while words:
+            cut = words.index("&&") if "&&" in words else len(words)
+            commands.append(words[:cut])
+            words = words[cut + 1 :]
+    return commands
+
+
+def _extras() -> set[str]:
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    return set(config["options.extras_require"])
+
+
+def check_command(words: list[str]) -> None:
+    """Raise AssertionError if a documented shell command would not run as written."""
+    from saliency_detect.cli._main import build_parser
+
+    while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):  # VAR=value command
+        words = words[1:]
+    if not words:
+        return
+    program, args = words[0], words[1:]
+    if program == "saliency-detect":
+        try:
+            build_parser().parse_args(args)
+        except SystemExit as exit_:
+            raise AssertionError(f"`saliency-detect {shlex.join(args)}` does not parse") from exit_
+    elif program == "python" and args and args[0].endswith(".py"):
+        script = REPO / args[0]
+        assert script.is_file(), f"no script {args[0]}"
+        source = script.read_text(encoding="utf-8")
+        for flag in (a.split("=")[0] for a in args[1:] if a.startswith("--")):
+            assert f'"{flag}"' in source, f"{args[0]} defines no {flag}"
+    elif program == "pip":
+        for extra in re.findall(r"\.\[([\w,-]+)\]", " ".join(args)):
+            assert set(extra.split(",")) <= _extras(), f"setup.cfg has no extra {extra!r}"
+    elif program == "bash":
+        assert (REPO / args[0]).is_file(), f"no script {args[0]}"
+    else:
+        known = {"export", "pytest", "mkdocs", "cd", "git", "python"}
+        assert program in known, f"the docs test does not know how to check `{program}`; teach it"
+
+
+@pytest.mark.parametrize("page", _pages_with("bash"), ids=_name)
+def test_shell_commands_are_valid(page):
+    for language, _, body, line in code_blocks(page):
+        if language != "bash":
+            continue
+        for words in _commands(body):
+            try:
+                check_command(words)
+            except AssertionError as error:
+                raise AssertionError(f"{_name(page)}:{line}: {error}") from None
+
+
+def test_the_command_check_catches_rot():
+    check_command(["saliency-detect", "attack", "--model", "f.keras", "--attack", "bim", "--out", "a.h5"])
+    for words in (
+        ["saliency-detect", "attack", "--no-such-flag"],
+        ["python", "examples/quickstart.py", "--no-such-flag"],
+        ["pip", "install", ".[no-such-extra]"],
+        ["rm", "-rf", "/"],
+    ):
+        with pytest.raises(AssertionError):
+            check_command(words)
+    assert _commands("pip install . && saliency-detect demo  # x\nexport A=1 \\\n  B=2\n") == [
+        ["pip", "install", "."],
+        ["saliency-detect", "demo"],
+        ["export", "A=1", "B=2"],
+    ]
+
+
+@pytest.mark.parametrize("page", _pages_with("toml"), ids=_name)
+def test_toml_blocks_are_valid_configs(page, tmp_path):
+    from saliency_detect.experiments import ExperimentConfig, ExplainConfig, load_config
+
+    for language, info, body, line in code_blocks(page):
+        if language != "toml":
+            continue
+        path = tmp_path / f"line{line}.toml"
+        path.write_text(body, encoding="utf-8")
+        kind = "attention" if "explain" in info else "detection"
+        config = load_config(path, kind=kind)
+        assert isinstance(config, ExplainConfig if kind == "attention" else ExperimentConfig)
+
+
+@pytest.mark.parametrize("subpackage", SUBPACKAGES)
+def test_the_api_reference_names_every_public_object(subpackage):
+    exported = set(importlib.import_module(f"saliency_detect.{subpackage}").__all__)
+    page = (REPO / "docs" / "api" / f"{subpackage}.md").read_text(encoding="utf-8")
+    documented = {
+        target.split(".")[-1]
+        for target in re.findall(rf"^::: saliency_detect\.{subpackage}\.([\w.]+)\s*$", page, re.M)
+    }
+    assert documented == exported, (
+        f"docs/api/{subpackage}.md misses {sorted(exported - documented)} "
+        f"and names {sorted(documented - exported)} that `__all__` does not export"
+    )
