@@ -18,10 +18,12 @@ from __future__ import annotations
 import configparser
 import importlib
 import json
+import os
 import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -55,7 +57,8 @@ def code_blocks(page: Path) -> list[tuple[str, str, str, int]]:
         if i == len(lines):
             raise AssertionError(f"{_name(page)}:{start}: a code block is never closed")
         language = info.split()[0] if info else ""
-        blocks.append((language, info, "\n".join(_expand(body)) + "\n", start))
+        code = textwrap.dedent("\n".join(_expand(body)) + "\n")  # blocks inside list items are indented
+        blocks.append((language, info, code, start))
         i += 1
     return blocks
 
@@ -92,40 +95,61 @@ def test_the_harness_reads_fences_and_snippets(tmp_path):
         code_blocks(page)
 
 
-# The runner: each block is compiled under its page and line, so a failure names them.
+# The runner: one interpreter for every page (TensorFlow starts once), but each page gets
+# a fresh namespace and an empty folder, so no page leans on another. Each block is
+# compiled under its page and line, so a failure names them.
 RUNNER = """
-import json, sys, traceback
-blocks = json.loads(sys.stdin.read())
-namespace = {"__name__": "__main__"}
-for where, code in blocks:
+import contextlib, io, json, os, sys, tempfile, time, traceback
+pages, out = json.loads(sys.stdin.read()), sys.argv[1]
+results = {}
+for page, blocks in pages:
+    os.chdir(tempfile.mkdtemp(prefix="page-"))
+    namespace, printed, ran, start = {"__name__": "__main__"}, io.StringIO(), 0, time.perf_counter()
     try:
-        exec(compile(code, where, "exec"), namespace)
+        with contextlib.redirect_stdout(printed):
+            for where, code in blocks:
+                exec(compile(code, where, "exec"), namespace)
+                ran += 1
+        results[page] = {"ran": ran, "log": printed.getvalue()[-2000:]}
     except BaseException:
-        print("FAILED in " + where, file=sys.stderr)
-        traceback.print_exc()
-        sys.exit(1)
-    print("ran " + where, flush=True)
+        results[page] = {"ran": ran, "log": printed.getvalue()[-2000:] + traceback.format_exc()}
+    results[page]["seconds"] = round(time.perf_counter() - start, 1)
+    with open(out, "w") as file:
+        json.dump(results, file)
 """
 
 
-@pytest.mark.parametrize("page", _pages_with("python"), ids=_name)
-def test_python_blocks_run(page, tmp_path):
-    blocks = [
-        (f"{_name(page)}:{line}", body)
-        for language, _, body, line in code_blocks(page)
-        if language == "python"
-    ]
+@pytest.fixture(scope="module")
+def page_runs(tmp_path_factory) -> dict[str, dict]:
+    """Run the `python` blocks of every page once; return what each page ran and printed."""
+    pages = [
+        (_name(page), [(f"{_name(page)}:{line}", body) for language, _, body, line in code_blocks(page)
+                       if language == "python"])
+        for page in _pages_with("python")
+    ]  # fmt: skip
+    out = tmp_path_factory.mktemp("docs") / "results.json"
     result = subprocess.run(
-        [sys.executable, "-c", RUNNER],
-        input=json.dumps(blocks),
+        [sys.executable, "-c", RUNNER, str(out)],
+        input=json.dumps(pages),
         capture_output=True,
         text=True,
-        cwd=tmp_path,
-        timeout=900,
-        env={**__import__("os").environ, "MPLBACKEND": "Agg"},
+        timeout=1800,
+        env={**os.environ, "MPLBACKEND": "Agg"},
     )
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert result.stdout.count("ran ") == len(blocks)
+    runs = json.loads(out.read_text()) if out.is_file() else {}
+    for page, blocks in pages:
+        runs.setdefault(
+            page,
+            {"ran": 0, "log": f"the runner stopped (exit {result.returncode}):\n" + result.stderr[-3000:]},
+        )
+        runs[page]["expected"] = len(blocks)
+    return runs
+
+
+@pytest.mark.parametrize("page", _pages_with("python"), ids=_name)
+def test_python_blocks_run(page, page_runs):
+    run = page_runs[_name(page)]
+    assert run["ran"] == run["expected"], f"{_name(page)}: block {run['ran'] + 1} failed\n{run['log']}"
 
 
 def _commands(body: str) -> list[list[str]]:
