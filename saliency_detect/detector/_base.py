@@ -87,10 +87,10 @@ class BinaryDetectorMixin:
 
     _estimator_type = "classifier"
 
-    def decision_function(self, x) -> np.ndarray:  # pragma: no cover - every detector defines it
+    def decision_function(self, x: ArrayLike) -> np.ndarray:  # pragma: no cover - every detector defines it
         raise NotImplementedError
 
-    def predict_proba(self, x) -> np.ndarray:
+    def predict_proba(self, x: ArrayLike) -> np.ndarray:
         """Return `(N, 2)` probabilities: column 0 clean, column 1 adversarial.
 
         Args:
@@ -107,7 +107,7 @@ class BinaryDetectorMixin:
         p = 1.0 / (1.0 + np.exp(-np.asarray(self.decision_function(x), np.float64)))
         return np.stack([1.0 - p, p], axis=1)
 
-    def predict(self, x) -> np.ndarray:
+    def predict(self, x: ArrayLike) -> np.ndarray:
         """Return 1 (adversarial) where the score is above `threshold_`, else 0.
 
         Raises:
@@ -117,7 +117,7 @@ class BinaryDetectorMixin:
         check_is_fitted(self)
         return (np.asarray(self.decision_function(x)) > self.threshold_).astype(np.int64)
 
-    def score(self, x, is_adversarial) -> float:
+    def score(self, x: ArrayLike, is_adversarial: ArrayLike) -> float:
         """Return the accuracy of `predict(x)` against 0/1 labels.
 
         Raises:
@@ -129,7 +129,7 @@ class BinaryDetectorMixin:
         labels = check_binary_labels(is_adversarial, n=len(predicted))
         return float(np.mean(predicted == labels))
 
-    def calibrate(self, x_clean, *, fpr: float = 0.05):
+    def calibrate(self, x_clean: ArrayLike, *, fpr: float = 0.05) -> BinaryDetectorMixin:
         """Set `threshold_` so that a share `fpr` of clean images is flagged.
 
         The threshold is the `1 - fpr` quantile of the clean images' scores (rounded up
