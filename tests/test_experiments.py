@@ -447,7 +447,7 @@ def test_the_config_of_the_recorded_mnist_run_loads(tmp_path):
     from conftest import REPO
 
     text = (REPO / "docs" / "results.md").read_text()
-    block = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+    block = re.search(r"```toml[^\n]*\n(.*?)```", text, re.S).group(1)
     (tmp_path / "exp.toml").write_text(block)
     config = load_config(tmp_path / "exp.toml")
     assert config.dataset == "mnist" and [a.display for a in config.attacks] == [
@@ -463,7 +463,7 @@ def test_the_config_of_the_recorded_attention_run_loads(tmp_path):
     from conftest import REPO
 
     text = (REPO / "docs" / "results.md").read_text()
-    block = re.findall(r"```toml\n(.*?)```", text, re.S)[1]
+    block = re.findall(r"```toml[^\n]*\n(.*?)```", text, re.S)[1]
     (tmp_path / "attention.toml").write_text(block)
     config = load_config(tmp_path / "attention.toml", kind="attention")
     assert config.dataset == "cifar10" and config.architecture == "resnet20" and config.n_images == 500
@@ -475,7 +475,7 @@ def test_the_documented_config_file_loads(tmp_path):
     from conftest import REPO
 
     text = (REPO / "docs" / "experiments.md").read_text()
-    block = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+    block = re.search(r"```toml[^\n]*\n(.*?)```", text, re.S).group(1)
     (tmp_path / "exp.toml").write_text(block)
     config = load_config(tmp_path / "exp.toml")
     assert [a.display for a in config.attacks] == ["fgsm", "bim", "jsma"]
