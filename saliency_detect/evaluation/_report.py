@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -12,8 +13,10 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect._validation import check_images, check_labels, model_image_shape
-from saliency_detect.detector._base import Detector
 from saliency_detect.models._training import predict_labels
+
+if TYPE_CHECKING:
+    from saliency_detect.detector._base import Detector
 
 _COLUMNS = (
     ("f_accuracy_clean", "f acc. clean"),

@@ -11,12 +11,14 @@ size" is told apart from an effect of the attack.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
 from saliency_detect.experiments._config import ExplainConfig
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 #: The measures of the claims table, what each compares, and the claim it tests.
 MEASURES = {

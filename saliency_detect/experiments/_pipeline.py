@@ -15,14 +15,16 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
 from saliency_detect._files import atomic_write_text
 from saliency_detect._version import __version__
 from saliency_detect.experiments._config import AttackSpec, ExperimentConfig
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 #: Attacks whose ε is an L-infinity bound; the adaptive attack runs against the first.
 _LINF_ATTACKS = ("fgsm", "bim", "pgd")
