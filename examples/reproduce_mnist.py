@@ -19,7 +19,10 @@ parser.add_argument("--test-size", type=int, default=2000, help="test images the
 parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: the paper's 10)")
 parser.add_argument("--detector-train-size", type=int, default=5000, help="clean images per detector")
 parser.add_argument(
-    "--jsma-train-size", type=int, default=1000, help="clean images for JSMA's detector (slow)"
+    "--jsma-train-size",
+    type=int,
+    default=None,
+    help="clean images for JSMA's detector (default: as the others)",
 )
 parser.add_argument("--detector-epochs", type=int, default=10)
 parser.add_argument("--sigmas", type=float, nargs="*", default=[0.0, 0.5, 1.0], help="adaptive attack σ")

@@ -217,7 +217,15 @@ def test_generated_set_contents(model, tmp_path):
     np.testing.assert_allclose(adv.linf, np.abs(adv.x_adv - X).max(axis=(1, 2, 3)), rtol=1e-6)
     np.testing.assert_allclose(adv.l2, _l2(adv.x_adv, X), rtol=1e-5)
     assert np.all(adv.l0 == np.count_nonzero((adv.x_adv != X)[..., 0].reshape(10, -1), axis=1))
-    assert adv.attack == "fgsm" and adv.params == {"eps": 0.2}
+    assert adv.attack == "fgsm"
+    # the parameters recorded are the ones the attack ran with: given ones and defaults
+    assert adv.params == {
+        "eps": 0.2,
+        "norm": np.inf,
+        "clip_range": [0.0, 1.0],
+        "targeted": False,
+        "batch_size": 128,
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5"]
     assert "success_rate" in repr(adv)
 
@@ -276,6 +284,24 @@ def test_mismatched_files_are_refused_and_matching_ones_reused(model, tmp_path):
         attacks.generate_adversarial_set(
             model, X, None, "fgsm", {"epsilon": 0.2}, tmp_path / "x.h5", verbose=False
         )
+
+
+def test_a_set_made_under_another_default_is_refused(model, tmp_path):
+    """Changing an attack's default (as JSMA's `output` did) must not let old files pass."""
+
+    def darken(model, x, y=None, *, amount=0.1):
+        return np.clip(np.asarray(x) - amount, 0.0, 1.0)
+
+    path = tmp_path / "set.h5"
+    attacks.generate_adversarial_set(model, X, None, darken, {}, path, verbose=False)
+
+    def darken(model, x, y=None, *, amount=0.2):  # the same attack, a new default
+        return np.clip(np.asarray(x) - amount, 0.0, 1.0)
+
+    with pytest.raises(
+        ValueError, match=r"params: file has '\{\"amount\": 0.1\}', this run '\{\"amount\": 0.2\}'"
+    ):
+        attacks.generate_adversarial_set(model, X, None, darken, {}, path, verbose=False)
 
 
 def test_loading_something_else_fails_clearly(tmp_path):

@@ -61,6 +61,55 @@ def test_best_pair_equals_brute_force(monkeypatch, chunk):
     assert uses_paper_rule[0] and not uses_paper_rule[1]
 
 
+def _brute_force_scores(alpha, beta, domain):
+    """Per image, the best strict score and the best loose score over all pairs (-inf: none)."""
+    a_pq, b_pq = alpha[:, :, None] + alpha[:, None, :], beta[:, :, None] + beta[:, None, :]
+    allowed = domain[:, :, None] & domain[:, None, :] & ~np.eye(alpha.shape[1], dtype=bool)
+    strict = np.where(allowed & (a_pq > 0) & (b_pq < 0), a_pq * -b_pq, -np.inf)
+    loose = np.where(allowed, a_pq - b_pq, -np.inf)
+    return strict.reshape(len(alpha), -1).max(axis=1), loose.reshape(len(alpha), -1).max(axis=1)
+
+
+@pytest.mark.parametrize("relation", ["independent", "correlated", "anticorrelated", "ties", "sparse"])
+@pytest.mark.parametrize("n", [2, 3, 17, 60])
+def test_pruned_pair_search_is_exact(relation, n):
+    """The Pareto-layer pruning never misses the best pair, whatever the gradients look like.
+
+    Anticorrelated alpha and -beta put most features on the first Pareto layer (the worst
+    case for pruning); ties and zeros exercise the ordering's tie-breaking.
+    """
+    import sys
+
+    jsma_impl = sys.modules["saliency_detect.attacks.jsma"]
+    rng = np.random.default_rng(n)
+    a, v = rng.normal(size=(64, n)), rng.normal(size=(64, n))
+    if relation == "correlated":
+        v = a + 0.3 * v
+    elif relation == "anticorrelated":
+        v = -a + 0.05 * v
+    elif relation == "ties":
+        a, v = np.round(a), np.round(v)
+    elif relation == "sparse":
+        a, v = a * (rng.random(a.shape) < 0.2), v * (rng.random(v.shape) < 0.2)
+    alpha, beta = a.astype(np.float32), (-v).astype(np.float32)
+    domain = rng.random((64, n)) > 0.3
+    p, q, found = (t.numpy() for t in jsma_impl._best_pairs(alpha, beta, domain))
+    strict, loose = _brute_force_scores(alpha, beta, domain)
+    np.testing.assert_array_equal(found, np.isfinite(loose))
+    rows = np.flatnonzero(found)
+    p, q = p[rows], q[rows]
+    assert np.all(p != q) and np.all(domain[rows, p]) and np.all(domain[rows, q])
+    a_pq, b_pq = alpha[rows, p] + alpha[rows, q], beta[rows, p] + beta[rows, q]
+    paper = np.isfinite(strict[rows])
+    assert np.all((a_pq[paper] > 0) & (b_pq[paper] < 0))
+    np.testing.assert_allclose(
+        np.where(paper, a_pq * -b_pq, a_pq - b_pq), np.where(paper, strict[rows], loose[rows]), rtol=1e-6
+    )
+    if relation in ("independent", "correlated") and n == 60:
+        candidates = jsma_impl._strict_candidates(alpha, beta, domain).shape[1]
+        assert candidates < n // 2, "the pruning keeps few features on typical gradients"
+
+
 def test_jsma_untargeted_gamma_0_1_succeeds_on_90_percent(trained_mnist_f, digits):
     x, y = digits
     x_adv = attacks.jsma(trained_mnist_f, x, y, gamma=0.1)
@@ -91,20 +140,30 @@ def test_jsma_negative_theta_decreases_features():
         attacks.jsma(model, X, gamma=1.5)
 
 
-@pytest.mark.slow  # a known gap costs CI two minutes and gates nothing: `pytest -m slow` measures it
+def test_jsma_on_logits_and_probabilities(trained_mnist_f, digits):
+    """Both outputs attack within the budget; they pick different pixels; a bad name is refused."""
+    x, y = digits[0][:20], digits[1][:20]
+    logits_adv = attacks.jsma(trained_mnist_f, x, y, gamma=0.1, output="logits")
+    probabilities_adv = attacks.jsma(trained_mnist_f, x, y, gamma=0.1, output="probabilities")
+    for x_adv in (logits_adv, probabilities_adv):
+        assert np.mean(predict_labels(trained_mnist_f, x_adv) != y) >= 0.9
+        assert _l0(x_adv, x).max() <= int(0.1 * 784)
+    assert not np.array_equal(logits_adv, probabilities_adv)
+    with pytest.raises(ValueError, match=r"`output` must be one of \['probabilities', 'logits'\]"):
+        attacks.jsma(trained_mnist_f, x, output="softmax")
+
+
 @pytest.mark.reference
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "Known gap (issue 4 stays open): on the session-trained MNIST-NET-f, ART's simplified "
-        "top-two map reaches the +1 target on 82.8% of 64 images against 70.3% for the paper's "
-        "pairwise map; on another trained model ours led (78.1% vs 76.6%, equal L0)."
-    ),
-)
 def test_jsma_matches_art_success_at_no_larger_l0(trained_mnist_f, digits):
     art = pytest.importorskip("art.attacks.evasion")
     from art.estimators.classification import TensorFlowV2Classifier
 
+    """The issue's reference: success within 5 points of ART's, mean L0 at most 1.1x ART's.
+
+    Measured here: ours 81% vs ART 70% of 64 images reach the +1 target, mean L0 where both
+    succeed 33 vs 44 (docs/attacks.md). The logits' map (`output="logits"`) falls short of
+    ART on this model, which is why the softmax output is the default.
+    """
     x = digits[0][:64]  # 32 images gave L0 ratios from 0.99 to 1.10: too few to compare
     targets = (predict_labels(trained_mnist_f, x) + 1) % 10
     classifier = TensorFlowV2Classifier(

@@ -95,7 +95,8 @@ def test_attack_command_writes_an_adversarial_set(tmp_path, capsys, trained_mnis
     assert adversarial.attack == "jsma" and len(adversarial.x_adv) == 12
     assert adversarial.l0.max() <= int(0.1 * 784)
     assert main([*argv[:-2], "--param", "gamma=0.05", "--out", str(tmp_path / "b.h5")]) == 0
-    assert load_adversarial_set(tmp_path / "b.h5").params == {"gamma": 0.05, "random_state": 0}
+    params = load_adversarial_set(tmp_path / "b.h5").params
+    assert params["gamma"] == 0.05 and params["random_state"] == 0 and params["output"] == "probabilities"
 
 
 @pytest.mark.parametrize(

@@ -112,6 +112,7 @@ def test_demo_config_is_the_documented_one():
     assert config.dataset == "mnist-sample"
     assert [a.name for a in config.attacks] == ["fgsm", "bim", "iterative_l2", "jsma"]
     assert all(a.eps is None for a in config.attacks)  # every ε searched (Metzen protocol)
+    assert all(a.train_size is None for a in config.attacks)  # 1,000 images each, JSMA included
 
 
 # --- the pipeline ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike
 from saliency_detect._distribute import resolve_strategy
 from saliency_detect._validation import check_images, check_labels, check_positive_int, model_image_shape
 from saliency_detect._version import __version__
-from saliency_detect.attacks._registry import check_params, resolve_attack
+from saliency_detect.attacks._registry import check_params, effective_params, resolve_attack
 from saliency_detect.models._io import model_fingerprint
 from saliency_detect.models._training import predict_labels
 
@@ -126,8 +126,9 @@ def generate_adversarial_set(
 
     The file holds `x_adv`, the clean `index`, the labels `y` used, the adversarial
     prediction `y_adv`, `success` flags and the L0 (pixels), L2 and L-infinity norms of
-    every perturbation; its attributes hold the attack, its parameters (JSON), the model's
-    and the data's fingerprints and the library version.
+    every perturbation; its attributes hold the attack, its parameters (JSON, completed
+    with the attack's defaults), the model's and the data's fingerprints and the library
+    version.
 
     Images are attacked and written `chunk_size` at a time into `PATH.partial`; a killed
     run called again with the same arguments resumes after the last written chunk and
@@ -204,7 +205,7 @@ def generate_adversarial_set(
     expected = {
         "format": _FORMAT,
         "attack": name,
-        "params": json.dumps(params, sort_keys=True, default=str),
+        "params": json.dumps(effective_params(fn, params), sort_keys=True, default=str),
         "model_fingerprint": model_fingerprint(model),
         "data_fingerprint": _data_fingerprint(x, labels, chunk_size=chunk_size, read=read),
         "chunk_size": chunk_size,

@@ -55,6 +55,16 @@ def _defaults(fn: Callable) -> dict[str, Any]:
     }
 
 
+def effective_params(fn: Callable, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` completed with `fn`'s keyword defaults: what the attack actually runs with.
+
+    Caches are keyed on these, so a default that changes between versions never lets a
+    set made with the old default pass for one made with the new.
+    """
+    defaults = {key: value for key, value in _defaults(fn).items() if value is not REQUIRED}
+    return {**defaults, **params}
+
+
 def get_attack(name: str) -> Callable:
     """Return the attack function called `name`.
 

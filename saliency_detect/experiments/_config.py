@@ -40,7 +40,7 @@ class AttackSpec:
         params: its other keyword parameters (`{"nb_iter": 20}`, ...).
         label: the name used in tables and file names (default: `name`).
         train_size: clean training images for this attack's detector, overriding the
-            config's `detector_train_size` (slow attacks such as JSMA use fewer).
+            config's `detector_train_size` (e.g. fewer for a slow attack such as C&W).
     """
 
     name: str
@@ -248,9 +248,8 @@ def demo_config() -> ExperimentConfig:
     MNIST-NET-f trained for 3 epochs on the embedded `mnist-sample`; FGSM, BIM and
     iterative L2, each at its minimal ε for accuracy < 30% (searched on the 200 test
     images), and JSMA; one saliency detector per attack (5 epochs, Adam 1e-3) fitted on
-    1,000 clean and 1,000 adversarial training images (150 for JSMA, the slow attack) and
-    tested on 200 test images; no baselines and no adaptive attack (`reproduce` runs
-    those).
+    1,000 clean and 1,000 adversarial training images and tested on 200 test images; no
+    baselines and no adaptive attack (`reproduce` runs those).
 
     Examples:
         >>> from saliency_detect.experiments import demo_config
@@ -270,7 +269,7 @@ def demo_config() -> ExperimentConfig:
             AttackSpec("fgsm"),
             AttackSpec("bim"),
             AttackSpec("iterative_l2"),
-            AttackSpec("jsma", train_size=150),
+            AttackSpec("jsma"),
         ),
         baselines=(),
         adaptive_sigmas=(),

@@ -301,7 +301,8 @@ def _takes_eps(name: str) -> bool:
 
 
 def _epsilon(run: _Run, f, spec: AttackSpec, x_test, y_test) -> dict[str, Any]:
-    from saliency_detect.attacks import minimal_epsilon
+    from saliency_detect.attacks import get_attack, minimal_epsilon
+    from saliency_detect.attacks._registry import effective_params
     from saliency_detect.models import model_fingerprint
 
     if not _takes_eps(spec.name):
@@ -310,7 +311,8 @@ def _epsilon(run: _Run, f, spec: AttackSpec, x_test, y_test) -> dict[str, Any]:
         return {"eps": float(spec.eps), "eps_searched": False}
     config = run.config
     n = min(config.search_size, len(x_test))
-    key = _digest(spec.name, dict(spec.params), model_fingerprint(f), n, config.target_accuracy)
+    params = effective_params(get_attack(spec.name), dict(spec.params))
+    key = _digest(spec.name, params, model_fingerprint(f), n, config.target_accuracy)
     cache_file = run.cache / "epsilon.json"
     cached = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     if key not in cached:
@@ -336,14 +338,15 @@ def _epsilon(run: _Run, f, spec: AttackSpec, x_test, y_test) -> dict[str, Any]:
 
 
 def _attack_params(run: _Run, spec: AttackSpec, eps: float | None) -> dict[str, Any]:
-    from saliency_detect.attacks import available_attacks
+    from saliency_detect.attacks import available_attacks, get_attack
+    from saliency_detect.attacks._registry import effective_params
 
     params = dict(spec.params)
     if eps is not None:
         params["eps"] = float(eps)
     if "random_state" in available_attacks()[spec.name]:
         params.setdefault("random_state", run.config.seed)
-    return params
+    return effective_params(get_attack(spec.name), params)
 
 
 def _adversarial(run: _Run, f, spec: AttackSpec, eps, x, y, split: str):
