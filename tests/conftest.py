@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,27 @@ _SHARED = REPO.parent / "shared" / "data"
 if not os.environ.get("SALIENCY_DETECT_DATA") and _SHARED.is_dir():
     os.environ["SALIENCY_DETECT_DATA"] = str(_SHARED)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the docs' code runner now when its tests are selected: it overlaps the others."""
+    for item in session.items:
+        if "test_docs.py::test_python_blocks_run" in item.nodeid:
+            folder = Path(tempfile.mkdtemp(prefix="docs-run-"))
+            item.module.BACKGROUND = (item.module.start_runner(folder), folder)
+            return
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop a background docs runner the session no longer needs (e.g. after -x or Ctrl-C)."""
+    for item in session.items:
+        if "test_docs.py::test_python_blocks_run" in item.nodeid and item.module.BACKGROUND:
+            process, folder = item.module.BACKGROUND
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            shutil.rmtree(folder, ignore_errors=True)
+            return
 
 
 @pytest.fixture(scope="session")

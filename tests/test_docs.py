@@ -2,7 +2,8 @@
 
 - `python` blocks run page by page, each page in a fresh namespace and an empty folder, in
   the order of the page: as a reader pasting them in order would. All pages share one
-  interpreter, so TensorFlow starts once.
+  interpreter, so TensorFlow starts once; it starts with the session (conftest.py) and
+  runs beside the other tests.
   `--8<-- "path"` lines (pymdownx.snippets) are replaced by the file they name first.
 - `bash` lines are checked without running them (most take minutes to hours; what they
   do is tested in test_cli / test_experiments / test_examples): `saliency-detect` lines
@@ -101,7 +102,9 @@ def test_the_harness_reads_fences_and_snippets(tmp_path):
 # compiled under its page and line, so a failure names them.
 RUNNER = """
 import contextlib, io, json, os, sys, tempfile, traceback
-pages, out = json.loads(sys.stdin.read()), sys.argv[1]
+out = sys.argv[1]
+with open(sys.argv[2]) as file:
+    pages = json.load(file)
 results = {}
 for page, blocks in pages:
     os.chdir(tempfile.mkdtemp(prefix="page-"))
@@ -119,29 +122,53 @@ for page, blocks in pages:
 """
 
 
-@pytest.fixture(scope="module")
-def page_runs(tmp_path_factory) -> dict[str, dict]:
-    """Run the `python` blocks of every page once; return what each page ran and printed."""
-    pages = [
+def _python_pages() -> list[tuple[str, list[tuple[str, str]]]]:
+    return [
         (_name(page), [(f"{_name(page)}:{line}", body) for language, _, body, line in code_blocks(page)
                        if language == "python"])
         for page in _pages_with("python")
     ]  # fmt: skip
-    out = tmp_path_factory.mktemp("docs") / "results.json"
-    result = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(out)],
-        input=json.dumps(pages),
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env={**os.environ, "MPLBACKEND": "Agg"},
-    )
-    runs = json.loads(out.read_text()) if out.is_file() else {}
-    for page, blocks in pages:
-        runs.setdefault(
-            page,
-            {"ran": 0, "log": f"the runner stopped (exit {result.returncode}):\n" + result.stderr[-3000:]},
+
+
+def start_runner(folder: Path) -> subprocess.Popen:
+    """Start the runner on every page's `python` blocks; results go to `folder`.
+
+    conftest.py starts it when the session begins, so that the pages (about 4 minutes,
+    much of it single-threaded tracing) run beside the other tests instead of after
+    them. Output goes to a file, not a pipe, so a chatty page can never block it.
+    """
+    (folder / "pages.json").write_text(json.dumps(_python_pages()))
+    with open(folder / "output.txt", "w") as output:
+        return subprocess.Popen(
+            [sys.executable, "-c", RUNNER, str(folder / "results.json"), str(folder / "pages.json")],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "MPLBACKEND": "Agg"},
         )
+
+
+BACKGROUND: tuple[subprocess.Popen, Path] | None = None  # set by conftest.py
+
+
+@pytest.fixture(scope="module")
+def page_runs(tmp_path_factory) -> dict[str, dict]:
+    """What each page's `python` blocks ran and printed (waiting for the background runner)."""
+    if BACKGROUND is None:
+        folder = tmp_path_factory.mktemp("docs")
+        process = start_runner(folder)
+    else:
+        process, folder = BACKGROUND
+    try:
+        returncode = process.wait(timeout=1800)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        returncode = "killed after 30 minutes"
+    out = folder / "results.json"
+    runs = json.loads(out.read_text()) if out.is_file() else {}
+    for page, blocks in _python_pages():
+        output = (folder / "output.txt").read_text(errors="replace")[-3000:]
+        runs.setdefault(page, {"ran": 0, "log": f"the runner stopped (exit {returncode}):\n{output}"})
         runs[page]["expected"] = len(blocks)
     return runs
 
