@@ -284,6 +284,42 @@ def test_pixel_attack_is_black_box():
     assert np.all(predict_labels(blocked, x_adv) == 0)
 
 
+class _CountImages(keras.layers.Layer):
+    """Identity that counts the images it sees (one model evaluation each)."""
+
+    def build(self, input_shape):
+        self.seen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="seen")
+
+    def call(self, x):
+        self.seen.assign_add(keras.ops.cast(keras.ops.shape(x)[0], "float32"))
+        return x
+
+
+def test_pixel_attack_stops_evaluating_a_fooled_image():
+    """Class 1 while pixels (1, 1) and (0, 0) sum above 0.5: one changed pixel fools the
+    image with one of them bright, never the image with both."""
+    inputs = keras.Input((3, 3, 1))
+    counter = _CountImages()
+    dense = keras.layers.Dense(2)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(counter(inputs))))
+    kernel = np.zeros((9, 2), np.float32)
+    kernel[[1 * 3 + 1, 0]] = [-8.0, 8.0]
+    dense.set_weights([kernel, np.array([4.0, -4.0], np.float32)])
+    x = np.zeros((2, 3, 3, 1), np.float32)
+    x[:, 1, 1] = 1.0
+    x[1, 0, 0] = 1.0  # unfoolable with one pixel
+    popsize, max_iter = 40, 10
+    run = lambda: attacks.pixel_attack(model, x, pixels=1, popsize=popsize, max_iter=max_iter, random_state=0)  # noqa: E731
+    assert predict_labels(model, run()).tolist() == [0, 1]
+    counter.seen.assign(0.0)
+    run()
+    # Labels (2 images) and the initial populations (2 x popsize); then the hard image
+    # evolves for every generation, the fooled one for fewer than half of them (evolving
+    # both to the end would cost 2 x popsize x max_iter).
+    seen, start = float(counter.seen.numpy()), 2 + 2 * popsize
+    assert start + popsize * max_iter <= seen < start + popsize * (max_iter + max_iter // 2)
+
+
 def test_pixel_attack_changes_at_most_k_pixels_and_is_seeded():
     keras.utils.set_random_seed(0)
     model = mnist_net_f()

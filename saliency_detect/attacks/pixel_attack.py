@@ -33,12 +33,13 @@ def pixel_attack(
 
     A black-box L0 attack: only the model's output probabilities are used, never its
     gradients. Each candidate sets `pixels` pixels (row, column and a value per channel).
-    Differential evolution (DE/rand/1, scale `mutation`, no crossover, the authors'
-    choice) evolves `popsize` candidates per image for up to `max_iter` generations,
-    keeping a child when it lowers the probability of the true class (raises the
-    target's, when targeted). An image stops evolving once a candidate fools the model.
-    The populations of many images are evaluated in one batched model call per
-    generation. Defaults are the authors' (population 400, up to 100 generations).
+    Differential evolution (DE/rand/1: three distinct parents, none the child's own
+    slot; scale `mutation`; no crossover, the authors' choice) evolves `popsize`
+    candidates per image for up to `max_iter` generations, keeping a child when it lowers
+    the probability of the true class (raises the target's, when targeted). An image
+    stops evolving once a candidate fools the model, and costs no model evaluation after
+    that. The populations of the images still evolving are evaluated in one batched model
+    call per generation. Defaults are the authors' (population 400, up to 100 generations).
 
     Args:
         model: a Keras classifier (only its outputs are read).
@@ -111,6 +112,23 @@ def pixel_attack(
                 return -p_class, tf.equal(predicted, classes[:, None])
             return p_class, tf.not_equal(predicted, classes[:, None])
 
+        def parents(shape, key):
+            """DE/rand/1's parents: per child i, three distinct indices in [0, popsize), none i.
+
+            Uniform draws from ever smaller ranges are moved past the indices already
+            taken (in increasing order), which maps them one-to-one onto the free ones.
+            """
+            taken = tf.broadcast_to(tf.range(popsize)[None, :, None], tf.concat([shape, [1]], axis=0))
+            for k in range(3):
+                draw = tf.random.stateless_uniform(
+                    shape, tf.stack([key[0], key[1] * 3 + k]), maxval=popsize - 1 - k, dtype=tf.int32
+                )
+                ordered = tf.sort(taken, axis=-1)
+                for j in range(k + 1):
+                    draw += tf.cast(draw >= ordered[..., j], tf.int32)
+                taken = tf.concat([taken, draw[..., None]], axis=-1)
+            return taken[..., 1:]
+
         def step(x, labels, seeds):
             batch = tf.shape(x)[0]
             classes = resolve_labels(prepared.model(x, training=False), labels)
@@ -122,18 +140,27 @@ def pixel_attack(
             for generation in tf.range(max_iter):
                 if tf.reduce_all(done):
                     break
+                # Only the images still unfooled evolve: a fooled image costs no more calls.
+                active = tf.where(~done)[:, 0]
+                current = tf.gather(population, active)
                 key = tf.stack([seeds[0], tf.cast(generation, tf.int64) + 1])
-                # Three distinct parents per child: the three smallest of random keys.
-                draws = tf.random.stateless_uniform([batch, popsize, popsize], key)
-                parents = tf.math.top_k(draws, k=3).indices
-                picked = tf.gather(population, parents, batch_dims=1)  # (B, P, 3, genes)
+                picked = tf.gather(current, parents(tf.shape(current)[:2], key), batch_dims=1)
                 children = picked[:, :, 0] + mutation * (picked[:, :, 1] - picked[:, :, 2])
                 children = tf.clip_by_value(children, lo, hi)
-                child_fitness, child_success = evaluate(x, children, classes)
-                keep = (child_fitness < fitness) & ~done[:, None]
-                population = tf.where(keep[..., None], children, population)
-                fitness = tf.where(keep, child_fitness, fitness)
-                success = tf.where(keep, child_success, success)
+                child_fitness, child_success = evaluate(
+                    tf.gather(x, active), children, tf.gather(classes, active)
+                )
+                keep = child_fitness < tf.gather(fitness, active)
+                rows = active[:, None]
+                population = tf.tensor_scatter_nd_update(
+                    population, rows, tf.where(keep[..., None], children, current)
+                )
+                fitness = tf.tensor_scatter_nd_update(
+                    fitness, rows, tf.where(keep, child_fitness, tf.gather(fitness, active))
+                )
+                success = tf.tensor_scatter_nd_update(
+                    success, rows, tf.where(keep, child_success, tf.gather(success, active))
+                )
                 done = done | tf.reduce_any(success, axis=1)
             # The best candidate: a successful one if any, else the fittest.
             score = tf.where(success, fitness - 2.0, fitness)
