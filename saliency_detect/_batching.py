@@ -10,7 +10,7 @@ all the devices without code of its own.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -19,7 +19,7 @@ import tensorflow as tf
 
 def map_batches(
     fn: Callable[..., tf.Tensor | tuple[tf.Tensor, ...]],
-    arrays: Sequence[np.ndarray] | tf.data.Dataset,
+    arrays: Sequence[np.ndarray] | tf.data.Dataset | Iterator,
     batch_size: int,
     *,
     progress: bool = False,
@@ -34,8 +34,8 @@ def map_batches(
         fn: called as `fn(*batches)`; returns a tensor or a tuple of tensors whose first
             axis is the batch.
         arrays: arrays of equal length, sliced together; or a batched `tf.data.Dataset`
-            whose elements (a tensor or a tuple of tensors) are passed as they come,
-            so data larger than memory streams through.
+            (or an iterator of batches) whose elements (a tensor or a tuple of tensors)
+            are passed as they come, so data larger than memory streams through.
         batch_size: images per call (ignored for a dataset, which is batched already).
         progress: show a Keras progress bar.
 
@@ -44,7 +44,7 @@ def map_batches(
     """
     fn = _on_replicas(fn)
     outputs = []
-    if isinstance(arrays, tf.data.Dataset):
+    if isinstance(arrays, (tf.data.Dataset, Iterator)):
         bar = keras.utils.Progbar(None, unit_name="batch") if progress else None
         for i, batch in enumerate(arrays):
             outputs.append(fn(*(batch if isinstance(batch, tuple) else (batch,))))

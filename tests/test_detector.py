@@ -133,6 +133,25 @@ def test_fit_and_score_a_tf_data_pipeline(trained_mnist_f, fgsm_sets):
         det.fit(data, labels)
 
 
+def test_a_dataset_is_checked_batch_by_batch_as_arrays_are(tiny, fgsm_sets):
+    probe = fgsm_sets["x_test"][:20].copy()
+    labelled = tf.data.Dataset.from_tensor_slices((probe, np.zeros(20))).batch(8)
+    np.testing.assert_allclose(tiny.decision_function(labelled), tiny.decision_function(probe), rtol=1e-5)
+    bad = probe.copy()
+    bad[12, 3, 3] = np.nan  # in the second batch of 8
+    with pytest.raises(ValueError, match=r"batch 1 of the dataset.*NaN"):
+        tiny.decision_function(tf.data.Dataset.from_tensor_slices(bad).batch(8))
+    with pytest.raises(ValueError, match=r"batch 0 of the dataset.*clip range \[0.0, 1.0\]"):
+        tiny.decision_function(tf.data.Dataset.from_tensor_slices(probe * 255).batch(8))
+    with pytest.raises(ValueError, match=r"expected images of shape \(N, 28, 28, 1\)"):
+        tiny.decision_function(tf.data.Dataset.from_tensor_slices(probe[:, :20, :20]).batch(8))
+    uint8 = tf.data.Dataset.from_tensor_slices((probe * 255).astype(np.uint8)).batch(8)
+    with pytest.raises(ValueError, match="floating-point"):
+        tiny.decision_function(uint8)
+    with pytest.raises(ValueError, match="empty"):
+        tiny.decision_function(tf.data.Dataset.from_tensor_slices(probe).batch(8).take(0))
+
+
 def test_predict_proba_predict_and_decision_function_agree(tiny, fgsm_sets):
     x = np.concatenate([fgsm_sets["x_test"][:20], fgsm_sets["x_test_adv"][:20]])
     scores = tiny.decision_function(x)

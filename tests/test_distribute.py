@@ -72,6 +72,13 @@ def test_detector_fits_and_scores_under_mirrored_strategy(mirrored_report):
     assert mirrored_report["detector_mirrored"]
     assert all(np.isfinite(mirrored_report["detector_loss"]))
     assert mirrored_report["score_max_difference"] <= 1e-5
+    assert mirrored_report["dataset_score_max_difference"] <= 1e-5
+
+
+def test_scoring_datasets_reuses_one_distributed_scorer(mirrored_report):
+    first, after_one, after_two = mirrored_report["dataset_traces"]
+    assert after_one > first  # the dataset went through the scorer's cached function
+    assert after_two == after_one  # and a second dataset did not retrace it
 
 
 # ---------------------------------------------------------------- MultiWorkerMirroredStrategy

@@ -384,13 +384,25 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             self._scorer = tf.function(
                 lambda images: model(images, training=False)[:, 0], input_signature=signature
             )
+        if isinstance(x, tf.data.Dataset):
+            x = self._checked_batches(x)
+        else:
+            x = (check_images(x, clip_range=self.clip_range, expected_shape=self.input_shape_),)
         with resolve_strategy(self.strategy, self.classifier).scope():
-            if isinstance(x, tf.data.Dataset):
-                return map_batches(
-                    lambda images, *_: self._scorer(tf.cast(images, tf.float32)), x, self.batch_size
+            return map_batches(self._scorer, x, self.batch_size)
+
+    def _checked_batches(self, dataset: tf.data.Dataset):
+        """Each batch of images of `dataset`, checked as arrays are (shape, range, NaN)."""
+        for i, element in enumerate(dataset):
+            images = element[0] if isinstance(element, tuple) else element
+            yield tf.convert_to_tensor(
+                check_images(
+                    images,
+                    name=f"batch {i} of the dataset",
+                    clip_range=self.clip_range,
+                    expected_shape=self.input_shape_,
                 )
-            x = check_images(x, clip_range=self.clip_range, expected_shape=self.input_shape_)
-            return map_batches(self._scorer, (x,), self.batch_size)
+            )
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str], *, include_classifier: bool = True) -> Path:

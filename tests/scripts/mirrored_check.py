@@ -18,6 +18,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 
+from saliency_detect import _batching  # noqa: E402
 from saliency_detect._batching import map_batches  # noqa: E402
 from saliency_detect.attacks import generate_adversarial_set, load_adversarial_set  # noqa: E402
 from saliency_detect.data import load_dataset  # noqa: E402
@@ -91,6 +92,15 @@ det = SaliencyDetector(outside, epochs=2, verbose=0, random_state=0, strategy=st
 report["detector_mirrored"] = all(mirrored(v) for v in det.detector_.weights)
 report["detector_loss"] = det.history_["loss"]
 distributed = det.decision_function(x)
+# A dataset is scored through the detector's one compiled, distributed scorer: the first
+# dataset call traces it for its batch shape, the second reuses it.
+run = _batching._DISTRIBUTED[det._scorer][strategy]
+traces = [run.experimental_get_tracing_count()]
+for _ in range(2):
+    streamed = det.decision_function(tf.data.Dataset.from_tensor_slices(x).batch(16))
+    traces.append(run.experimental_get_tracing_count())
+report["dataset_traces"] = traces
+report["dataset_score_max_difference"] = float(np.abs(distributed - streamed).max())
 det.set_params(strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
 report["score_max_difference"] = float(np.abs(distributed - det.decision_function(x)).max())
 
