@@ -21,6 +21,25 @@ from saliency_detect.attacks._common import (
 )
 
 
+def check_iterative(eps, norm, nb_iter, eps_iter) -> tuple[float, float, int, float]:
+    """Validate an iterative attack's sizes; `eps_iter=None` becomes Madry's `2.5 * eps / nb_iter`."""
+    eps, norm = check_positive_float(eps, "eps"), check_norm(norm)
+    nb_iter = check_positive_int(nb_iter, "nb_iter")
+    eps_iter = 2.5 * eps / nb_iter if eps_iter is None else check_positive_float(eps_iter, "eps_iter")
+    return eps, norm, nb_iter, eps_iter
+
+
+def iterate(x, adv, move, *, eps, norm, nb_iter, low, high):
+    """`nb_iter` times: `adv + move(adv)`, clipped to `[low, high]`, projected onto the eps-ball around `x`.
+
+    `move(adv)` returns the step (already of its length); `eps` is (N, 1, 1, 1).
+    """
+    for _ in tf.range(nb_iter):
+        adv = tf.clip_by_value(adv + move(adv), low, high)
+        adv = tf.clip_by_value(x + clip_to_ball(adv - x, eps, norm), low, high)
+    return adv
+
+
 def projected_gradient(
     model,
     x,
@@ -43,10 +62,8 @@ def projected_gradient(
     for targeted attacks). The per-image labels are fixed from the clean images.
     """
     prepared, x, labels = setup(model, x, y, clip_range=clip_range, targeted=targeted, batch_size=batch_size)
-    eps, norm = check_positive_float(eps, "eps"), check_norm(norm)
-    nb_iter = check_positive_int(nb_iter, "nb_iter")
+    eps, norm, nb_iter, eps_iter = check_iterative(eps, norm, nb_iter, eps_iter)
     restarts = check_positive_int(restarts, "restarts")
-    eps_iter = 2.5 * eps / nb_iter if eps_iter is None else check_positive_float(eps_iter, "eps_iter")
     if not isinstance(rand_init, bool):
         raise ValueError(f"`rand_init` must be True or False. Received: rand_init={rand_init!r}")
     low, high = float(clip_range[0]), float(clip_range[1])
@@ -56,11 +73,11 @@ def projected_gradient(
             adv = x
             if rand_init:
                 adv = tf.clip_by_value(x + random_in_ball(tf.shape(x), eps, norm, seed), low, high)
-            for _ in tf.range(nb_iter):
-                grad = loss_gradient(prepared, adv, labels, targeted)
-                adv = tf.clip_by_value(adv + steepest_step(grad, eps_iter, norm), low, high)
-                adv = tf.clip_by_value(x + clip_to_ball(adv - x, eps, norm), low, high)
-            return adv
+
+            def move(adv):
+                return steepest_step(loss_gradient(prepared, adv, labels, targeted), eps_iter, norm)
+
+            return iterate(x, adv, move, eps=eps, norm=norm, nb_iter=nb_iter, low=low, high=high)
 
         def step(x, labels, seeds, eps, eps_iter):
             eps, eps_iter = as_column(eps), as_column(eps_iter)

@@ -11,17 +11,16 @@ from numpy.typing import ArrayLike
 
 from saliency_detect._batching import map_batches
 from saliency_detect._gradients import score_gradients
-from saliency_detect._validation import check_positive_float, check_positive_int, model_image_shape
+from saliency_detect._validation import model_image_shape
 from saliency_detect.attacks._common import (
     as_column,
-    check_norm,
-    clip_to_ball,
     loss_gradient,
     per_image,
     resolve_labels,
     setup,
     steepest_step,
 )
+from saliency_detect.attacks._iterative import check_iterative, iterate
 
 if TYPE_CHECKING:
     from saliency_detect.detector import SaliencyDetector
@@ -102,9 +101,7 @@ def detector_aware(
         True
     """
     prepared, x, labels = setup(model, x, y, clip_range=clip_range, targeted=targeted, batch_size=batch_size)
-    eps, norm = check_positive_float(eps, "eps"), check_norm(norm)
-    nb_iter = check_positive_int(nb_iter, "nb_iter")
-    eps_iter = 2.5 * eps / nb_iter if eps_iter is None else check_positive_float(eps_iter, "eps_iter")
+    eps, norm, nb_iter, eps_iter = check_iterative(eps, norm, nb_iter, eps_iter)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma <= 1:
         raise ValueError(f"`sigma` must be a weight in [0, 1]. Received: sigma={sigma!r}")
     scorer = _detector_model(detector)
@@ -125,15 +122,12 @@ def detector_aware(
     def step(x, labels, eps, eps_iter):
         eps, eps_iter = as_column(eps), as_column(eps_iter)
         labels = resolve_labels(prepared.model(x, training=False), labels)
-        adv = x
-        for _ in tf.range(nb_iter):
-            move = (1.0 - sigma) * steepest_step(
-                loss_gradient(prepared, adv, labels, targeted), eps_iter, norm
-            )
-            move += sigma * steepest_step(-detector_gradient(adv), eps_iter, norm)
-            adv = tf.clip_by_value(adv + move, low, high)
-            adv = tf.clip_by_value(x + clip_to_ball(adv - x, eps, norm), low, high)
-        return adv
+
+        def move(adv):
+            classifier = steepest_step(loss_gradient(prepared, adv, labels, targeted), eps_iter, norm)
+            return (1.0 - sigma) * classifier + sigma * steepest_step(-detector_gradient(adv), eps_iter, norm)
+
+        return iterate(x, x, move, eps=eps, norm=norm, nb_iter=nb_iter, low=low, high=high)
 
     signature = [
         tf.TensorSpec((None, *x.shape[1:]), tf.float32),
