@@ -150,13 +150,14 @@ def pixel_attack(
                 child_fitness, child_success = evaluate(
                     tf.gather(x, active), children, tf.gather(classes, active)
                 )
-                keep = child_fitness < tf.gather(fitness, active)
+                current_fitness = tf.gather(fitness, active)
+                keep = child_fitness < current_fitness
                 rows = active[:, None]
                 population = tf.tensor_scatter_nd_update(
                     population, rows, tf.where(keep[..., None], children, current)
                 )
                 fitness = tf.tensor_scatter_nd_update(
-                    fitness, rows, tf.where(keep, child_fitness, tf.gather(fitness, active))
+                    fitness, rows, tf.where(keep, child_fitness, current_fitness)
                 )
                 success = tf.tensor_scatter_nd_update(
                     success, rows, tf.where(keep, child_success, tf.gather(success, active))
