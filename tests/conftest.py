@@ -41,7 +41,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The folder holding mnist.npz and cifar10-subset.npz; skips (fails on CI) without it."""
+    """The folder holding mnist.npz and cifar10.npz; skips (fails on CI) without it."""
     path = Path(os.environ.get("SALIENCY_DETECT_DATA", _SHARED))
     if not (path / "mnist.npz").is_file():
         message = f"real data sets not found in {path}; set SALIENCY_DETECT_DATA"

@@ -1,5 +1,6 @@
 import pickle
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,13 +83,25 @@ def test_full_mnist_statistics_prove_it_is_real(shared_data):
     assert ds.source.endswith("mnist.npz")
 
 
-def test_cifar10_subset_file(shared_data):
+def test_cifar10_full_training_set_is_preferred(shared_data):
     ds = load_dataset("cifar10")
-    _check_layout(ds, 10000, 2000, (32, 32, 3), 10)
+    _check_layout(ds, 50000, 2000, (32, 32, 3), 10)
     assert ds.class_names == CIFAR10_CLASSES
-    assert ds.source.endswith("cifar10-subset.npz")
-    means = ds.x_train.reshape(-1, 3).mean(axis=0) * 255
-    np.testing.assert_allclose(means, [125.3, 122.9, 113.9], atol=1.0)
+    assert ds.source.endswith("cifar10.npz")
+    assert np.bincount(ds.y_train, minlength=10).tolist() == [5000] * 10
+    means = ds.x_train.reshape(-1, 3).mean(axis=0, dtype=np.float64) * 255
+    np.testing.assert_allclose(means, [125.3, 123.0, 113.9], atol=1.0)
+
+
+def test_cifar10_subset_file_is_the_fallback(shared_data, tmp_path):
+    # The subset alone in a folder is found; its images are the full file's first 10,000.
+    (tmp_path / "cifar10-subset.npz").symlink_to(Path(shared_data) / "cifar10-subset.npz")
+    subset = load_dataset("cifar10", data_dir=tmp_path, download=False)
+    _check_layout(subset, 10000, 2000, (32, 32, 3), 10)
+    assert subset.source.endswith("cifar10-subset.npz")
+    full = load_dataset("cifar10", train_size=10000)
+    np.testing.assert_array_equal(subset.x_train, full.x_train)
+    np.testing.assert_array_equal(subset.x_test, full.x_test)
 
 
 def test_train_and_test_size_take_the_first_images(shared_data):
