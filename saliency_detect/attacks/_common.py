@@ -100,11 +100,25 @@ def as_column(size: tf.Tensor) -> tf.Tensor:
     return tf.reshape(size, [-1, 1, 1, 1])
 
 
+def unit_l2(t: tf.Tensor) -> tf.Tensor:
+    """Each image of `t` scaled to L2 norm 1 (0 stays 0), however small its values.
+
+    Dividing by the largest magnitude first keeps a vanishing gradient's direction: the
+    loss gradient of an image f classifies with float32-saturated confidence has a norm
+    near 1e-11, and flooring its squared norm (cleverhans's `1e-12`) would shrink the step
+    to nothing, leaving such images unattacked by every L2 step.
+    """
+    peak = tf.reduce_max(tf.abs(t), axis=[1, 2, 3], keepdims=True)
+    scaled = tf.math.divide_no_nan(t, peak)
+    length = tf.sqrt(tf.reduce_sum(tf.square(scaled), axis=[1, 2, 3], keepdims=True))
+    return tf.math.divide_no_nan(scaled, length)
+
+
 def steepest_step(grad: tf.Tensor, size: tf.Tensor, norm: float) -> tf.Tensor:
     """The step of length `size` (N, 1, 1, 1) in `norm` that most increases a linear function."""
     if norm == np.inf:
         return size * tf.sign(grad)
-    return size * (grad / _per_image_norm(grad))
+    return size * unit_l2(grad)
 
 
 def clip_to_ball(eta: tf.Tensor, eps: tf.Tensor, norm: float) -> tf.Tensor:
@@ -118,8 +132,7 @@ def random_in_ball(shape, eps: tf.Tensor, norm: float, seed: tf.Tensor) -> tf.Te
     """A uniform random point of the `norm` ball of radius `eps` (N, 1, 1, 1), per image (stateless)."""
     if norm == np.inf:
         return eps * tf.random.stateless_uniform(shape, seed, minval=-1.0, maxval=1.0)
-    direction = tf.random.stateless_normal(shape, seed)
-    direction /= _per_image_norm(direction)
+    direction = unit_l2(tf.random.stateless_normal(shape, seed))
     dims = tf.cast(tf.reduce_prod(shape[1:]), tf.float32)
     radius = eps * tf.random.stateless_uniform([shape[0], 1, 1, 1], seed + 1) ** (1.0 / dims)
     return direction * radius

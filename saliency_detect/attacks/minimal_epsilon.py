@@ -15,6 +15,9 @@ from saliency_detect._validation import check_images, check_labels, check_positi
 from saliency_detect.attacks._registry import check_params, resolve_attack
 from saliency_detect.models._training import predict_labels
 
+#: Grid steps up to eps_max scanned when doubling ε never crossed the target.
+_GRID = 16
+
 
 @dataclasses.dataclass(frozen=True)
 class MinimalEpsilon:
@@ -51,7 +54,10 @@ def minimal_epsilon(
     The protocol of Metzen et al. (2017), used by the detection paper to set each
     attack's ε: grow (or shrink) ε by factors of 2 until accuracy crosses the target,
     then bisect between the last ε above and the first below until they are within
-    `rtol` of each other. Each evaluation runs the attack on all of `x`.
+    `rtol` of each other. Each evaluation runs the attack on all of `x`. Accuracy need
+    not fall monotonically with ε (single-step FGSM's rises again at large ε): when the
+    doubling reaches `eps_max` without crossing the target, a grid of 16 steps up to
+    `eps_max` is scanned for the first ε below it, and the bisection starts from there.
 
     Args:
         model: a Keras classifier.
@@ -73,8 +79,8 @@ def minimal_epsilon(
         A `MinimalEpsilon` with `eps`, `accuracy` and the evaluation `history`.
 
     Raises:
-        ValueError: for an attack without `eps`, invalid arguments, or when even `eps_max`
-            leaves accuracy at or above the target.
+        ValueError: for an attack without `eps`, invalid arguments, or when no ε up to
+            `eps_max` brings accuracy below the target (the message gives the lowest seen).
 
     Examples:
         >>> import numpy as np
@@ -127,17 +133,29 @@ def minimal_epsilon(
             eps /= 2
         else:
             low = eps
-            if high is not None:
+            if high is not None or eps >= eps_max:
                 break
-            if eps >= eps_max:
-                raise ValueError(
-                    f"{name} leaves accuracy at {value:.3f} >= {target_accuracy} even at eps={eps_max:g} "
-                    "(eps_max). Raise `eps_max` or strengthen the attack (e.g. more `nb_iter`)."
-                )
             eps = min(2 * eps, eps_max)
+    if high is None and len(history) < max_evaluations:
+        # Accuracy need not fall monotonically with ε (FGSM's rises again at large ε, as
+        # its steps overshoot): the doubling may have stepped over the only ε that
+        # reaches the target. Scan a grid of `_GRID` steps up to eps_max for the first.
+        tried = {e for e, _ in history}
+        previous = 0.0
+        for candidate in np.linspace(eps_max / _GRID, eps_max, _GRID):
+            if len(history) >= max_evaluations:
+                break
+            value = dict(history).get(candidate) if candidate in tried else accuracy(float(candidate))
+            if value < target_accuracy:
+                low, high, high_accuracy = previous, float(candidate), value
+                break
+            previous = float(candidate)
     if high is None:
+        lowest = min(history, key=lambda h: h[1])
         raise ValueError(
-            f"No eps below {eps_max:g} pushed accuracy below {target_accuracy} in {max_evaluations} runs."
+            f"{name} leaves accuracy at or above {target_accuracy} for every eps tried up to "
+            f"{eps_max:g} (eps_max); the lowest was {lowest[1]:.3f} at eps={lowest[0]:.4g}. Raise `eps_max`, "
+            "strengthen the attack (e.g. more `nb_iter`) or ask for a higher `target_accuracy`."
         )
     # Bisect between `low` (accuracy >= target) and `high` (accuracy < target).
     while high - low > rtol * high and len(history) < max_evaluations:

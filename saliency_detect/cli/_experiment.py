@@ -40,6 +40,16 @@ def _baselines(text: str) -> list[str]:
     return [] if text.strip().lower() == "none" else _csv(text)
 
 
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", action="store_true", help="print only the tables")
+    group.add_argument("--verbose", action="store_true", help="also print Keras's line per training epoch")
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    return 0 if args.quiet else 2 if args.verbose else 1
+
+
 def add_parser(subparsers) -> None:
     """Declare the `demo`, `reproduce` and `explain` subcommands."""
     demo = subparsers.add_parser(
@@ -53,7 +63,10 @@ def add_parser(subparsers) -> None:
         ),
     )
     demo.add_argument("--out", default="saliency-detect-demo", help="report folder (default: %(default)s)")
-    demo.add_argument("--quiet", action="store_true", help="print only the tables")
+    _add_verbosity(demo)
+    demo.add_argument(
+        "--retrain", action="store_true", help="train MNIST-NET-f here instead of using the pretrained one"
+    )
     demo.set_defaults(run=run_demo)
 
     p = subparsers.add_parser(
@@ -67,7 +80,12 @@ def add_parser(subparsers) -> None:
             "same command is run again."
         ),
     )
-    p.add_argument("--config", default=None, help="a .toml or .json config (a results.json reruns that run)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a .toml or .json config (a results.json reruns that run), or a shipped config by name: "
+        "paper-mnist, paper-cifar10",
+    )
     p.add_argument(
         "--dataset", default=None, help="mnist, mnist-sample, cifar10 or folder:PATH (default: mnist)"
     )
@@ -89,7 +107,19 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--detector-train-size", type=int, default=None, help="clean images each detector is fitted on"
     )
-    p.add_argument("--detector-epochs", type=int, default=None, help="epochs of each detector (default: 10)")
+    p.add_argument(
+        "--detector-epochs",
+        type=int,
+        default=None,
+        help="most epochs of each detector (default: the recipe's: converge 100, paper 10)",
+    )
+    p.add_argument(
+        "--detector-recipes",
+        type=_csv,
+        default=None,
+        help="comma-separated detector training recipes, the first the main one: converge, paper "
+        "(default: converge)",
+    )
     p.add_argument(
         "--baselines",
         type=_baselines,
@@ -104,7 +134,10 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--saliency", default=None, help="gradient (default), guided_backprop or deconvnet")
     p.add_argument("--seed", type=int, default=None, help="seed of training and attacks (default: 0)")
-    p.add_argument("--quiet", action="store_true", help="print only the tables")
+    p.add_argument(
+        "--retrain", action="store_true", help="train the classifier here even when a pretrained one fits"
+    )
+    _add_verbosity(p)
     add_strategy_argument(p)
     p.set_defaults(run=run_reproduce)
 
@@ -132,7 +165,10 @@ def add_parser(subparsers) -> None:
     e.add_argument("--train-size", type=int, default=None, help="classifier training images (default: all)")
     e.add_argument("--seed", type=int, default=None, help="seed of training, attacks and the control")
     e.add_argument("--out", default=None, help="report folder (default: explain-DATASET)")
-    e.add_argument("--quiet", action="store_true", help="print only the tables")
+    e.add_argument(
+        "--retrain", action="store_true", help="train the classifier here even when a pretrained one fits"
+    )
+    _add_verbosity(e)
     add_strategy_argument(e)
     e.set_defaults(run=run_explain)
 
@@ -148,6 +184,7 @@ _FLAGS = {
     "test_size": "test_size",
     "detector_train_size": "detector_train_size",
     "detector_epochs": "detector_epochs",
+    "detector_recipes": "detector_recipes",
     "baselines": "baselines",
     "eps_factors": "eps_factors",
     "sigmas": "adaptive_sigmas",
@@ -180,6 +217,8 @@ def config_from_args(args: argparse.Namespace):
     else:
         config = ExplainConfig() if explain else ExperimentConfig()
     changes = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag) is not None}
+    if getattr(args, "retrain", False):
+        changes["use_pretrained"] = False
     return config.replace(**changes) if changes else config
 
 
@@ -197,7 +236,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from saliency_detect.experiments import demo_config, run_experiment
 
     out = Path(args.out)
-    results = run_experiment(demo_config(), out, verbose=0 if args.quiet else 1)
+    config = demo_config().replace(use_pretrained=False) if args.retrain else demo_config()
+    results = run_experiment(config, out, verbose=_verbosity(args))
     return _finish(results, out)
 
 
@@ -212,7 +252,7 @@ def run_explain(args: argparse.Namespace) -> int:
     strategy = strategy_from_args(args)
     config = config_from_args(args)
     out = worker_output(Path(args.out) if args.out else _default_out("explain", config.dataset), strategy)
-    results = explain(config, out, verbose=0 if args.quiet else 1, strategy=strategy)
+    results = explain(config, out, verbose=_verbosity(args), strategy=strategy)
     return _finish(results, out)
 
 
@@ -223,5 +263,5 @@ def run_reproduce(args: argparse.Namespace) -> int:
     strategy = strategy_from_args(args)
     config = config_from_args(args)
     out = worker_output(Path(args.out) if args.out else _default_out("reproduce", config.dataset), strategy)
-    results = run_experiment(config, out, verbose=0 if args.quiet else 1, strategy=strategy)
+    results = run_experiment(config, out, verbose=_verbosity(args), strategy=strategy)
     return _finish(results, out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import time
 from pathlib import Path
 
 from saliency_detect.cli._strategy import add_strategy_argument, strategy_from_args, worker_output
@@ -67,8 +68,10 @@ def run(args: argparse.Namespace) -> int:
         classifier_accuracy,
         get_model_builder,
         paper_classifier,
+        paper_defaults,
         train_classifier,
     )
+    from saliency_detect.models._pretrained import write_model_card
 
     dataset = load_dataset(
         args.dataset,
@@ -84,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in '.keras'. Received: {out}")
     out = worker_output(out, strategy)
     print(f"Training {model_name} on {dataset!r}")
+    started = time.perf_counter()
     train_classifier(
         model,
         dataset,
@@ -96,7 +100,25 @@ def run(args: argparse.Namespace) -> int:
         random_state=args.seed,
         strategy=strategy,
     )
+    seconds = time.perf_counter() - started
     accuracy = classifier_accuracy(model, dataset.x_test, dataset.y_test)
-    print(f"Test accuracy: {accuracy:.4f} on {len(dataset.x_test)} test images")
-    print(f"Saved the model to {out}")
+    defaults = paper_defaults(args.dataset)
+    settings = {
+        "epochs": args.epochs or defaults["epochs"],
+        "learning_rate": args.learning_rate or defaults["learning_rate"],
+        "batch_size": args.batch_size,
+        "augment": bool(args.augment),
+        "seed": args.seed,
+    }
+    card = write_model_card(
+        out,
+        model,
+        dataset,
+        architecture=model_name,
+        settings=settings,
+        test_accuracy=accuracy,
+        wall_clock_seconds=seconds,
+    )
+    print(f"Test accuracy: {accuracy:.4f} on {len(dataset.x_test)} test images ({seconds:.0f} s of training)")
+    print(f"Saved the model to {out} and its card (command, data, accuracy, versions) to {card}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 
 import numpy as np
@@ -60,6 +61,25 @@ class Dataset:
     def input_shape(self) -> tuple[int, int, int]:
         """The shape of one image, (H, W, C)."""
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def fingerprint(self) -> str:
+        """Return a SHA-256 hex digest of the images and labels (training, then test).
+
+        Two data sets share it exactly when their arrays hold the same values, wherever
+        they were loaded from; a trained model's card records it to name its data.
+
+        Examples:
+            >>> from saliency_detect.data import load_dataset
+            >>> ds = load_dataset("mnist-sample", train_size=10, test_size=5)
+            >>> ds.fingerprint() == ds.subset(10, 5).fingerprint(), len(ds.fingerprint())
+            (True, 64)
+        """
+        digest = hashlib.sha256()
+        for array in (self.x_train, self.y_train, self.x_test, self.y_test):
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(memoryview(array).cast("B"))
+        return digest.hexdigest()
 
     def subset(self, train_size: int | None = None, test_size: int | None = None) -> Dataset:
         """Return a data set holding the first `train_size` / `test_size` images.

@@ -14,19 +14,22 @@ and checked in `fit`, `fit` returns `self`, fitted state ends in `_`, and
 `sklearn.exceptions.NotFittedError` before `fit`. Class 1 is "adversarial".
 """
 
+from saliency_detect.detector._base import balanced_threshold
 from saliency_detect.detector._baselines import KernelDensityDetector, LIDDetector
-from saliency_detect.detector._detector import SaliencyDetector, default_detector
+from saliency_detect.detector._detector import RECIPES, SaliencyDetector, default_detector
 from saliency_detect.detector._features import DETECTOR_SALIENCY, INPUT_MODES, SaliencyFeatures
 from saliency_detect.detector._guard import GuardedClassifier, GuardedPrediction
 
 __all__ = [
     "DETECTOR_SALIENCY",
     "INPUT_MODES",
+    "RECIPES",
     "GuardedClassifier",
     "GuardedPrediction",
     "KernelDensityDetector",
     "LIDDetector",
     "SaliencyDetector",
     "SaliencyFeatures",
+    "balanced_threshold",
     "default_detector",
 ]

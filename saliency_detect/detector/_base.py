@@ -9,6 +9,7 @@ the detector is fitted.
 
 from __future__ import annotations
 
+import warnings
 from typing import Protocol
 
 import numpy as np
@@ -36,6 +37,15 @@ def split_fit_data(
     y_array = y.numpy() if hasattr(y, "numpy") and not isinstance(y, np.ndarray) else np.asarray(y)
     if y_array.ndim == 4:
         x_adv = check_images(y_array, name="x_adv", clip_range=clip_range, expected_shape=x.shape[1:])
+        if x_adv.shape == x.shape:
+            same = int(np.count_nonzero(~(x != x_adv).reshape(len(x), -1).any(axis=1)))
+            if same:
+                warnings.warn(
+                    f"{same} of the {len(x)} images of `x_adv` equal their clean image in `x_clean` (the "
+                    "attack changed nothing, e.g. f already misclassified them); they are fitted as "
+                    "adversarial all the same. Drop them first (`evaluation.changed_images`).",
+                    stacklevel=3,
+                )
         labels = np.concatenate([np.zeros(len(x), np.int64), np.ones(len(x_adv), np.int64)])
         return np.concatenate([x, x_adv]), labels
     labels = check_binary_labels(y_array, n=len(x))
@@ -62,6 +72,58 @@ def check_binary_labels(y, *, n: int, name: str = "is_adversarial") -> np.ndarra
             f"Received values {np.unique(y)[:5].tolist()} (dtype={y.dtype})"
         )
     return y.astype(np.int64)
+
+
+def balanced_threshold(scores: ArrayLike, labels: ArrayLike) -> float:
+    """The threshold on `scores` that maximises balanced accuracy against 0/1 `labels`.
+
+    Balanced accuracy is the mean of the clean images' accuracy (1 - FPR) and the
+    adversarial images' (TPR) for the rule "adversarial when the score is above the
+    threshold". The threshold returned is the midpoint between the two neighbouring
+    distinct scores it separates; among equally good cuts the one nearest 0 (probability
+    0.5) is taken.
+
+    Args:
+        scores: one real score per image (N,).
+        labels: 0 (clean) or 1 (adversarial) per image; both must occur.
+
+    Returns:
+        The threshold, a float.
+
+    Raises:
+        ValueError: if the lengths differ, a score is not finite, or a class is missing.
+
+    Examples:
+        >>> from saliency_detect.detector import balanced_threshold
+        >>> balanced_threshold([-2.0, -1.0, 3.0, 5.0], [0, 0, 1, 1])
+        1.0
+    """
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    labels = check_binary_labels(labels, n=len(scores), name="labels")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("`scores` must be finite to set a threshold on them.")
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(
+            f"Setting a balanced-accuracy threshold needs clean and adversarial images. "
+            f"Received {n_neg} clean and {n_pos} adversarial."
+        )
+    order = np.argsort(scores, kind="stable")
+    s, y = scores[order], labels[order]
+    # Cut k: the k lowest scores are called clean, the others adversarial (k = 0 .. N).
+    neg_below = np.concatenate([[0], np.cumsum(y == 0)])
+    pos_below = np.concatenate([[0], np.cumsum(y == 1)])
+    balanced = 0.5 * (neg_below / n_neg + (n_pos - pos_below) / n_pos)
+    cuts = np.empty(len(s) + 1)
+    cuts[0] = s[0] - 1.0
+    cuts[-1] = s[-1]
+    cuts[1:-1] = 0.5 * (s[:-1] + s[1:])
+    possible = np.ones(len(s) + 1, bool)
+    possible[1:-1] = s[:-1] < s[1:]  # a cut between equal scores cannot be made
+    balanced = np.where(possible, balanced, -1.0)
+    best = np.flatnonzero(balanced >= balanced.max() - 1e-12)
+    return float(cuts[best[np.argmin(np.abs(cuts[best]))]])
 
 
 class Detector(Protocol):
@@ -154,4 +216,5 @@ class BinaryDetectorMixin:
             raise ValueError(f"`fpr` must be a rate in (0, 1). Received: fpr={fpr}")
         scores = np.asarray(self.decision_function(x_clean), np.float64)
         self.threshold_ = float(np.quantile(scores, 1.0 - fpr, method="higher"))
+        self.threshold_source_ = f"calibrated at FPR {fpr:g}"
         return self

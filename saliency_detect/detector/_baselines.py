@@ -53,6 +53,25 @@ def _penultimate_layer(model: keras.Model) -> str:
     return history.operation.name
 
 
+def _dropout_split(model: keras.Model) -> tuple:
+    """`(head, tail)` of a model cut at its first dropout layer, for cheap Monte-Carlo passes.
+
+    Only the tail holds dropout, so each of the `mc_samples` passes runs the tail alone
+    on the head's output, computed once (for MNIST-NET-f the tail is the dense layers,
+    a small fraction of the forward pass). A model without dropout, or whose first
+    dropout does not cut the graph in two, gets an identity head and the whole model as
+    its tail.
+    """
+    drops = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    if drops:
+        try:
+            cut = drops[0].input
+            return keras.Model(model.inputs[0], cut), keras.Model(cut, model.outputs[0])
+        except (ValueError, TypeError, AttributeError):
+            pass
+    return (lambda x, training=False: x), model
+
+
 class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
     """Kernel density + Bayesian uncertainty detector (Feinman et al. 2017).
 
@@ -115,13 +134,15 @@ class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
         layer = self.layer or _penultimate_layer(prepared.model)
         features = prepared.feature_model((layer,))
         mc_samples = self.mc_samples
+        head, tail = _dropout_split(prepared.model)
 
         def step(x):
             hidden, logits = features(x, training=False)
             total = tf.zeros_like(logits)
             total_sq = tf.zeros(tf.shape(logits)[:1])
+            entry = head(x, training=False)  # what comes before the first dropout, computed once
             for _ in tf.range(mc_samples):
-                p = tf.nn.softmax(prepared.model(x, training=True))
+                p = tf.nn.softmax(tail(entry, training=True))
                 total += p
                 total_sq += tf.reduce_sum(p * p, axis=-1)
             mean = total / mc_samples
@@ -187,6 +208,7 @@ class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
         self.logistic_ = make_pipeline(StandardScaler(), LogisticRegression(random_state=self.random_state))
         self.logistic_.fit(features, labels[rest])
         self.threshold_ = 0.0
+        self.threshold_source_ = "probability 0.5"
         self.classes_ = np.array([0, 1])
         return self
 
@@ -330,6 +352,7 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
         self.logistic_ = make_pipeline(StandardScaler(), LogisticRegression(random_state=seed, max_iter=1000))
         self.logistic_.fit(self._lids(activations), labels)
         self.threshold_ = 0.0
+        self.threshold_source_ = "probability 0.5"
         self.classes_ = np.array([0, 1])
         return self
 

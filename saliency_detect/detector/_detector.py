@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import keras
@@ -27,13 +29,41 @@ from saliency_detect._validation import (
     model_image_shape,
 )
 from saliency_detect._version import __version__
-from saliency_detect.detector._base import BinaryDetectorMixin, split_fit_data
-from saliency_detect.detector._features import DETECTOR_SALIENCY, INPUT_MODES, SaliencyFeatures
+from saliency_detect.detector._base import BinaryDetectorMixin, balanced_threshold, split_fit_data
+from saliency_detect.detector._features import (
+    DETECTOR_SALIENCY,
+    INPUT_MODES,
+    NORMALIZATIONS,
+    SaliencyFeatures,
+)
 from saliency_detect.models._io import load_model, model_fingerprint, save_model
 from saliency_detect.models._zoo import cifar10_net_d, mnist_net_d, vgg16_d
 
 _FORMAT = "saliency_detect.SaliencyDetector/1"
 _SCALE_SAMPLE = 1024
+
+#: Recipes of D: the defaults each one gives `epochs`, `learning_rate`, `threshold_rule`
+#: and `normalization` when they are left at None, and whether training stops early.
+RECIPES = {
+    # Trains until the validation loss stops improving (early stopping with the best
+    # epoch's weights restored, the learning rate cut on plateaus), then sets the
+    # threshold on the validation images.
+    "converge": {
+        "epochs": 100,
+        "learning_rate": 1e-3,
+        "threshold_rule": "balanced_accuracy",
+        "normalization": "image",
+    },
+    # The detection paper's fixed recipe: its gradient saliency scaled by one factor, Adam
+    # 1e-4 for 10 epochs (CIFAR-10: 5), threshold at probability 0.5.
+    "paper": {
+        "epochs": 10,
+        "learning_rate": 1e-4,
+        "threshold_rule": "probability",
+        "normalization": "global",
+    },
+}
+THRESHOLD_RULES = ("balanced_accuracy", "probability")
 
 
 def default_detector(feature_shape) -> keras.Model:
@@ -90,14 +120,46 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         saliency: `"gradient"` (the paper's), `"guided_backprop"` or `"deconvnet"`.
         input_mode: `"image+saliency"` (the paper's), `"image"` (the raw-image detector
             of Gong et al., the paper's baseline) or `"saliency"` (saliency alone).
+        normalization: how the gradient becomes D's saliency channel. `"image"`: its
+            magnitude divided by the image's largest, in [0, 1] (Simonyan et al.'s
+            saliency map). `"global"`: the signed gradient times one factor fitted on the
+            clean training images (`saliency_scale_`), the paper's input. None takes the
+            recipe's (converge: image, paper: global). On real MNIST JSMA the per-image map
+            lifts ROC AUC from 0.979 to 0.994 (docs/results.md).
         detector: a Keras model mapping the detector's input (H, W, C·2 for
             image+saliency) to one logit; it is cloned, never trained in place. None
             picks the zoo's D by input size (`default_detector`).
-        epochs: passes over the training images.
-        learning_rate: Adam's learning rate (the paper's 1e-4).
+        recipe: how D is trained. `"converge"` (the default) trains for up to `epochs`
+            epochs and stops when the validation loss has not improved for `patience`
+            epochs, restoring the best epoch's weights; the learning rate is multiplied by
+            `lr_factor` after `lr_patience` epochs without improvement (Keras's
+            `EarlyStopping` and `ReduceLROnPlateau`). `"paper"` is the detection paper's
+            fixed recipe: `epochs` epochs at a constant learning rate, no early stop.
+        epochs: the most passes over the training images; None takes the recipe's
+            (converge: 100, paper: 10; the paper's CIFAR-10 runs used 5).
+        learning_rate: Adam's (initial) learning rate; None takes the recipe's
+            (converge: 1e-3, paper: 1e-4).
+        patience: epochs without a better validation loss before training stops
+            (converge recipe only).
+        lr_patience: epochs without a better validation loss before the learning rate is
+            cut (converge recipe only).
+        lr_factor: the factor, in (0, 1), the learning rate is multiplied by on a plateau
+            (converge recipe only).
+        tol: the smallest decrease of the validation loss that counts as an improvement
+            for `patience` and `lr_patience` (scikit-learn's `tol`); on an easily
+            separated attack the loss keeps shrinking by negligible amounts, and this
+            stops training there (converge recipe only).
+        threshold_rule: how `fit` sets `threshold_`. `"balanced_accuracy"`: the threshold
+            that maximises the mean of the clean and adversarial accuracies on the
+            held-out validation images (the midpoint between two neighbouring scores).
+            `"probability"`: 0, i.e. probability 0.5. None takes the recipe's (converge:
+            balanced_accuracy, paper: probability). Without validation images the
+            threshold stays 0 (with a warning). `calibrate` replaces it by a stated
+            false-positive rate.
         batch_size: images per step, in training and scoring.
-        validation_split: share of the training images held out to report validation
-            accuracy after each epoch (arrays only; 0 disables it).
+        validation_split: share of the training images held out (arrays only) for early
+            stopping, the learning-rate schedule and the threshold; 0 disables it (then
+            the converge recipe watches the training loss instead).
         clip_range: the range images must lie in, or None to skip the check.
         cache_saliency: compute every training image's detector input once, before the
             first epoch, and keep it in memory: several times faster over many epochs,
@@ -116,13 +178,21 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
 
     Attributes:
         detector_: the fitted D (input: the stacked features; output: one logit).
-        threshold_: the decision threshold on `decision_function`'s scale (0 after
-            `fit`, i.e. probability 0.5; `calibrate` sets it).
-        saliency_scale_: the factor applied to saliency maps (one over their standard
-            deviation on the clean training images), so D sees values of the image's order.
+        threshold_: the decision threshold on `decision_function`'s scale, set by `fit`
+            per `threshold_rule` (0 is probability 0.5); `calibrate` replaces it.
+        threshold_source_: how `threshold_` was set: `"validation balanced accuracy"`,
+            `"probability 0.5"` or `"calibrated at FPR f"`.
+        saliency_scale_: the factor applied to saliency maps under `"global"`
+            normalization (one over their standard deviation on the clean training
+            images), so D sees values of the image's order; 1 otherwise.
+        normalization_: the normalization used (`normalization`, or the recipe's).
         classifier_fingerprint_: `models.model_fingerprint` of the classifier at fit time.
         input_shape_: the image shape (H, W, C) the detector was fitted on.
-        history_: Keras's training history (`{"loss": [...], "accuracy": [...], ...}`).
+        history_: Keras's training history (`{"loss": [...], "accuracy": [...], ...}`);
+            with the converge recipe it also holds `"learning_rate"` per epoch.
+        n_epochs_: the epochs trained (fewer than `epochs` when training stopped early).
+        best_epoch_: the epoch (1-based) whose weights D keeps: the best validation loss
+            under the converge recipe, the last epoch otherwise.
         classes_: `array([0, 1])`: 0 clean, 1 adversarial.
 
     Examples:
@@ -143,9 +213,16 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         *,
         saliency: str = "gradient",
         input_mode: str = "image+saliency",
+        normalization: str | None = None,
         detector: keras.Model | None = None,
-        epochs: int = 10,
-        learning_rate: float = 1e-4,
+        recipe: str = "converge",
+        epochs: int | None = None,
+        learning_rate: float | None = None,
+        patience: int = 6,
+        lr_patience: int = 2,
+        lr_factor: float = 0.3,
+        tol: float = 1e-4,
+        threshold_rule: str | None = None,
         batch_size: int = 128,
         validation_split: float = 0.1,
         clip_range: tuple[float, float] | None = (0.0, 1.0),
@@ -157,9 +234,16 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         self.classifier = classifier
         self.saliency = saliency
         self.input_mode = input_mode
+        self.normalization = normalization
         self.detector = detector
+        self.recipe = recipe
         self.epochs = epochs
         self.learning_rate = learning_rate
+        self.patience = patience
+        self.lr_patience = lr_patience
+        self.lr_factor = lr_factor
+        self.tol = tol
+        self.threshold_rule = threshold_rule
         self.batch_size = batch_size
         self.validation_split = validation_split
         self.clip_range = clip_range
@@ -181,18 +265,74 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             raise ValueError(
                 f"`input_mode` must be one of {INPUT_MODES}. Received: input_mode={self.input_mode!r}"
             )
+        if self.normalization is not None and self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"`normalization` must be one of {NORMALIZATIONS} or None (the recipe's). "
+                f"Received: normalization={self.normalization!r}"
+            )
         if not isinstance(self.cache_saliency, bool):
             raise ValueError(f"`cache_saliency` must be True or False. Received: {self.cache_saliency!r}")
         if self.detector is not None and not isinstance(self.detector, keras.Model):
             raise TypeError(
                 f"`detector` must be a Keras model or None. Received: {type(self.detector).__name__}"
             )
-        check_positive_int(self.epochs, "epochs")
-        check_positive_float(self.learning_rate, "learning_rate")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"`recipe` must be one of {tuple(RECIPES)}. Received: recipe={self.recipe!r}")
+        if self.epochs is not None:
+            check_positive_int(self.epochs, "epochs")
+        if self.learning_rate is not None:
+            check_positive_float(self.learning_rate, "learning_rate")
+        check_positive_int(self.patience, "patience")
+        check_positive_int(self.lr_patience, "lr_patience")
+        factor = self.lr_factor
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < 1:
+            raise ValueError(f"`lr_factor` must be in (0, 1). Received: lr_factor={factor!r}")
+        tol = self.tol
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < math.inf:
+            raise ValueError(f"`tol` must be a non-negative number. Received: tol={tol!r}")
+        if self.threshold_rule is not None and self.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(
+                f"`threshold_rule` must be one of {THRESHOLD_RULES} or None (the recipe's). "
+                f"Received: threshold_rule={self.threshold_rule!r}"
+            )
         check_positive_int(self.batch_size, "batch_size")
         split = self.validation_split
         if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 <= split < 1:
             raise ValueError(f"`validation_split` must be in [0, 1). Received: validation_split={split!r}")
+
+    def _recipe_value(self, name: str):
+        """The parameter `name`, or the recipe's default for it when it is None."""
+        value = getattr(self, name)
+        return RECIPES[self.recipe][name] if value is None else value
+
+    def _training_callbacks(self, has_validation: bool) -> list[keras.callbacks.Callback]:
+        """Early stopping and the learning-rate schedule of the converge recipe (none for paper)."""
+        if self.recipe != "converge":
+            return []
+        monitor = "val_loss" if has_validation else "loss"
+        if not has_validation:
+            warnings.warn(
+                "SaliencyDetector(recipe='converge') has no validation images (validation_split=0 and "
+                "no validation_data): early stopping and the learning-rate schedule watch the "
+                "training loss, and the threshold stays at probability 0.5.",
+                stacklevel=3,
+            )
+        min_lr = float(self._recipe_value("learning_rate")) * 1e-3
+        return [
+            keras.callbacks.EarlyStopping(
+                monitor=monitor,
+                patience=int(self.patience),
+                min_delta=float(self.tol),
+                restore_best_weights=True,
+            ),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                factor=float(self.lr_factor),
+                patience=int(self.lr_patience),
+                min_delta=float(self.tol),
+                min_lr=min_lr,
+            ),
+        ]
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -257,7 +397,11 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         with strategy.scope():
             scale = self._fit_scale(clean_sample)
             features = SaliencyFeatures(
-                self.classifier, saliency=self.saliency, input_mode=self.input_mode, scale=scale
+                self.classifier,
+                saliency=self.saliency,
+                input_mode=self.input_mode,
+                scale=scale,
+                normalization=self._recipe_value("normalization"),
             )
             feature_shape = tuple(features.compute_output_shape((None, *image_shape))[1:])
             detector = self._build_detector(feature_shape)
@@ -272,31 +416,44 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
                 inputs = keras.Input(image_shape, name="image")
                 model = keras.Model(inputs, detector(features(inputs)), name="saliency_detector")
             model.compile(
-                optimizer=keras.optimizers.Adam(self.learning_rate),
+                optimizer=keras.optimizers.Adam(float(self._recipe_value("learning_rate"))),
                 loss=keras.losses.BinaryCrossentropy(from_logits=True),
                 metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
             )
         all_callbacks = (
             [] if backup_dir is None else [keras.callbacks.BackupAndRestore(str(Path(backup_dir)))]
         )
-        all_callbacks += list(callbacks or [])
+        recipe_callbacks = self._training_callbacks(validation is not None)
+        all_callbacks += recipe_callbacks + list(callbacks or [])
         fit_args = {"x": train} if isinstance(train, tf.data.Dataset) else {"x": train[0], "y": train[1]}
         with _frozen(self.classifier), fitting_under(strategy):
             history = model.fit(
                 **fit_args,
                 batch_size=None if isinstance(train, tf.data.Dataset) else self.batch_size,
-                epochs=self.epochs,
+                epochs=int(self._recipe_value("epochs")),
                 validation_data=validation,
                 callbacks=all_callbacks,
                 shuffle=not isinstance(train, tf.data.Dataset),  # a dataset comes shuffled or not
                 verbose=self.verbose,
             )
         self._set_fitted(detector, scale=scale, threshold=0.0, image_shape=image_shape)
-        self.history_ = dict(history.history)
+        self.history_ = {key: [float(v) for v in values] for key, values in history.history.items()}
+        self.n_epochs_ = len(self.history_.get("loss", []))
+        stopper = [c for c in recipe_callbacks if isinstance(c, keras.callbacks.EarlyStopping)]
+        # EarlyStopping restores the weights of its best epoch (improved by more than `tol`).
+        self.best_epoch_ = stopper[0].best_epoch + 1 if stopper else self.n_epochs_
+        if self._recipe_value("threshold_rule") == "balanced_accuracy" and validation is not None:
+            scores, labels = _scores_and_labels(model, validation, self.batch_size)
+            self.threshold_ = balanced_threshold(scores, labels)
+            self.threshold_source_ = "validation balanced accuracy"
         return self
 
     def _fit_scale(self, clean_sample: np.ndarray) -> float:
-        if self.input_mode == "image" or len(clean_sample) == 0:
+        if (
+            self.input_mode == "image"
+            or self._recipe_value("normalization") != "global"
+            or not len(clean_sample)
+        ):
             return 1.0
         raw = SaliencyFeatures(self.classifier, saliency=self.saliency, input_mode="saliency", scale=1.0)
         maps = map_batches(_compiled(raw, clean_sample.shape[1:]), (clean_sample,), self.batch_size)
@@ -325,7 +482,9 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
     def _set_fitted(self, detector: keras.Model, *, scale: float, threshold: float, image_shape) -> None:
         self.detector_ = detector
         self.saliency_scale_ = float(scale)
+        self.normalization_ = self._recipe_value("normalization")
         self.threshold_ = float(threshold)
+        self.threshold_source_ = "probability 0.5"
         self.input_shape_ = tuple(int(s) for s in image_shape)
         self.classifier_fingerprint_ = model_fingerprint(self.classifier)
         self.classes_ = np.array([0, 1])
@@ -356,6 +515,7 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             input_mode=self.input_mode,
             scale=self.saliency_scale_,
             return_logits=return_logits,
+            normalization=self.normalization_,
         )
         inputs = keras.Input(self.input_shape_, name="image")
         if return_logits:
@@ -448,6 +608,7 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
                 "library_version": __version__,
                 "params": params,
                 "threshold": self.threshold_,
+                "threshold_source": self.threshold_source_,
                 "saliency_scale": self.saliency_scale_,
                 "input_shape": list(self.input_shape_),
                 "classifier_fingerprint": self.classifier_fingerprint_,
@@ -528,6 +689,7 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             image_shape=config["input_shape"],
         )
         detector.classifier_fingerprint_ = config["classifier_fingerprint"]
+        detector.threshold_source_ = str(config.get("threshold_source", "probability 0.5"))
         return detector
 
 
@@ -546,6 +708,18 @@ def _precompute(features: SaliencyFeatures, data, batch_size: int):
     images, labels = data
     images = check_images(images, name="validation images")
     return map_batches(_compiled(features, images.shape[1:]), (images,), batch_size), np.asarray(labels)
+
+
+def _scores_and_labels(model: keras.Model, data, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`model`'s logits and the 0/1 labels of `(inputs, labels)` arrays or a dataset of such batches."""
+    score = tf.function(
+        lambda inputs, labels, *_: (model(inputs, training=False)[:, 0], tf.reshape(labels, [-1]))
+    )
+    if isinstance(data, tf.data.Dataset):
+        scores, labels = map_batches(score, data, batch_size)
+    else:
+        scores, labels = map_batches(score, (np.asarray(data[0]), np.asarray(data[1])), batch_size)
+    return scores.astype(np.float64), labels.astype(np.int64)
 
 
 def _compiled(layer: keras.layers.Layer, image_shape) -> tf.types.experimental.PolymorphicFunction:

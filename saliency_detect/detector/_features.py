@@ -30,6 +30,10 @@ class _Unwatched:
         self.prepared = prepared
 
 
+#: How `SaliencyFeatures` turns the gradient into the saliency channel.
+NORMALIZATIONS = ("global", "image")
+
+
 @keras.saving.register_keras_serializable(package="saliency_detect")
 class SaliencyFeatures(keras.layers.Layer):
     """Maps images to the detector's input: `[image ‖ scale · saliency]` on the channel axis.
@@ -38,7 +42,12 @@ class SaliencyFeatures(keras.layers.Layer):
         classifier: the classifier f (logits, or a softmax read at its input).
         saliency: `"gradient"`, `"guided_backprop"` or `"deconvnet"`.
         input_mode: `"image+saliency"`, `"image"` or `"saliency"`.
-        scale: multiplies the saliency map, so its values are of the image's order.
+        scale: multiplies the saliency map, so its values are of the image's order
+            (`normalization="global"` only).
+        normalization: how the gradient becomes the saliency channel. `"global"`: the
+            signed gradient times `scale` (one factor for every image). `"image"`: the
+            gradient's magnitude divided by its largest value in each image, in [0, 1]
+            (Simonyan et al.'s saliency map, as saliency maps are drawn).
         return_logits: also return f's logits from the same forward pass.
     """
 
@@ -49,6 +58,7 @@ class SaliencyFeatures(keras.layers.Layer):
         input_mode: str = "image+saliency",
         scale: float = 1.0,
         return_logits: bool = False,
+        normalization: str = "global",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -57,6 +67,11 @@ class SaliencyFeatures(keras.layers.Layer):
         self.input_mode = input_mode
         self.scale = float(scale)
         self.return_logits = bool(return_logits)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"`normalization` must be one of {NORMALIZATIONS}. Received: normalization={normalization!r}"
+            )
+        self.normalization = normalization
         self._view = _Unwatched(prepare(classifier, DETECTOR_SALIENCY[saliency]))
 
     @property
@@ -80,7 +95,12 @@ class SaliencyFeatures(keras.layers.Layer):
             return select_scores(logits, tf.fill(tf.shape(logits)[:1], -1))[0], (logits,)
 
         _, (logits,), grads = score_gradients(score_fn, images)
-        saliency = grads[0] * self.scale
+        if self.normalization == "image":
+            magnitude = tf.abs(grads[0])
+            peak = tf.reduce_max(magnitude, axis=tf.range(1, tf.rank(magnitude)), keepdims=True)
+            saliency = magnitude / tf.maximum(peak, 1e-12)
+        else:
+            saliency = grads[0] * self.scale
         features = saliency if self.input_mode == "saliency" else tf.concat([images, saliency], axis=-1)
         return (logits, features) if self.return_logits else features
 
@@ -99,6 +119,7 @@ class SaliencyFeatures(keras.layers.Layer):
             "input_mode": self.input_mode,
             "scale": self.scale,
             "return_logits": self.return_logits,
+            "normalization": self.normalization,
         }
 
     @classmethod

@@ -26,7 +26,15 @@ _COLUMNS = (
     ("tpr", "TPR"),
     ("fpr", "FPR"),
     ("roc_auc", "ROC AUC"),
+    ("tpr_at_1_fpr", "TPR @ 1% FPR"),
     ("tpr_at_5_fpr", "TPR @ 5% FPR"),
+)
+
+#: Which threshold each column of a report uses, printed under every table.
+THRESHOLD_NOTE = (
+    "D acc., TPR and FPR use the detector's own threshold (threshold_source: set by fit on "
+    "held-out validation images, at probability 0.5, or by calibrate); TPR @ 1% / 5% FPR put "
+    "the threshold where 1% / 5% of these clean test images are flagged; ROC AUC uses none."
 )
 
 
@@ -47,6 +55,13 @@ class DetectionReport:
         n_clean: number of clean images.
         n_adversarial: number of adversarial images.
         threshold: the detector's threshold on its `decision_function` scale.
+        tpr_at_1_fpr: the highest TPR with FPR at most 1%.
+        threshold_source: how the detector's threshold was set (its `threshold_source_`:
+            `"validation balanced accuracy"`, `"probability 0.5"`, `"calibrated at FPR
+            f"`; `"unknown"` for a detector that does not say).
+        n_unchanged: adversarial images identical to their clean image (the attack
+            changed nothing, typically because f already misclassified the image); they
+            are not counted as adversarial by D's columns.
     """
 
     name: str
@@ -61,6 +76,9 @@ class DetectionReport:
     n_clean: int
     n_adversarial: int
     threshold: float
+    tpr_at_1_fpr: float = float("nan")
+    threshold_source: str = "unknown"
+    n_unchanged: int = 0
 
     def to_dict(self) -> dict:
         """Return every field as plain Python values (JSON-ready)."""
@@ -74,19 +92,45 @@ class DetectionReport:
 def detection_table(reports: Sequence[DetectionReport]) -> str:
     """Render reports as one Markdown table, a row per report (the paper's Table 1 layout).
 
+    The last column says how each detector's threshold was set; a note under the table
+    says which threshold every column uses.
+
     Examples:
         >>> from saliency_detect.evaluation import DetectionReport, detection_table
-        >>> row = DetectionReport("fgsm", 0.99, 0.1, 0.98, 0.99, 0.99, 0.02, 0.999, 0.99, 100, 100, 0.0)
+        >>> row = DetectionReport("fgsm", 0.99, 0.1, 0.98, 0.99, 0.99, 0.02, 0.999, 0.99, 100, 100, 0.0,
+        ...                       tpr_at_1_fpr=0.95, threshold_source="probability 0.5")
         >>> print(detection_table([row]).splitlines()[2])
-        | fgsm | 0.990 | 0.100 | 0.980 | 0.990 | 0.990 | 0.020 | 0.999 | 0.990 |
+        | fgsm | 0.990 | 0.100 | 0.980 | 0.990 | 0.990 | 0.020 | 0.999 | 0.950 | 0.990 | probability 0.5 |
     """
-    header = "| attack | " + " | ".join(title for _, title in _COLUMNS) + " |"
-    rule = "| --- |" + " ---: |" * len(_COLUMNS)
+    header = "| attack | " + " | ".join(title for _, title in _COLUMNS) + " | threshold |"
+    rule = "| --- |" + " ---: |" * len(_COLUMNS) + " --- |"
     rows = [
-        f"| {r.name} | " + " | ".join(f"{getattr(r, field):.3f}" for field, _ in _COLUMNS) + " |"
+        f"| {r.name} | "
+        + " | ".join(f"{getattr(r, field):.3f}" for field, _ in _COLUMNS)
+        + f" | {r.threshold_source} |"
         for r in reports
     ]
-    return "\n".join([header, rule, *rows])
+    return "\n".join([header, rule, *rows, "", THRESHOLD_NOTE])
+
+
+def changed_images(x: ArrayLike, x_adv: ArrayLike) -> np.ndarray:
+    """Return a boolean mask: which `x_adv[i]` differ from `x[i]` in at least one pixel.
+
+    Examples:
+        >>> import numpy as np
+        >>> from saliency_detect.evaluation import changed_images
+        >>> x = np.zeros((3, 2, 2, 1), np.float32)
+        >>> x_adv = x.copy(); x_adv[1, 0, 0, 0] = 0.5
+        >>> changed_images(x, x_adv).tolist()
+        [False, True, False]
+    """
+    x, x_adv = np.asarray(x), np.asarray(x_adv)
+    if x.shape != x_adv.shape:
+        raise ValueError(
+            f"`x_adv` must pair one image with each clean image: expected shape {x.shape}. "
+            f"Received: {x_adv.shape}"
+        )
+    return (x != x_adv).reshape(len(x), -1).any(axis=1)
 
 
 def detection_report(
@@ -104,7 +148,11 @@ def detection_report(
 
     `x_adv[i]` is the adversarial version of `x_test[i]`, so both sets are scored
     against `y_test`. Every adversarial image counts, whether or not it fools f (the
-    paper's protocol).
+    paper's protocol), except one identical to its clean image: an attack that changed
+    nothing (JSMA and Pixel Attack return an image f already misclassifies as it is)
+    made no adversarial example, and labelling the clean image "adversarial" would only
+    count a detector's correct answer as a miss. Those are left out of D's adversarial
+    columns (and counted in `n_unchanged`); f's accuracy still uses every image.
 
     Args:
         classifier: the classifier f.
@@ -170,8 +218,14 @@ def detection_report_and_roc(
     f_adv = float(
         np.mean(predict_labels(classifier, x_adv, batch_size=batch_size, clip_range=None) == y_test)
     )
+    changed = changed_images(x_test, x_adv)
+    if not changed.any():
+        raise ValueError(
+            "Every image of `x_adv` equals its clean image in `x_test`: the attack changed nothing, "
+            "so there is no adversarial example to detect."
+        )
     scores_clean = np.asarray(detector.decision_function(x_test), np.float64)
-    scores_adv = np.asarray(detector.decision_function(x_adv), np.float64)
+    scores_adv = np.asarray(detector.decision_function(x_adv[changed]), np.float64)
     threshold = float(detector.threshold_)
     fpr = float(np.mean(scores_clean > threshold))
     tpr = float(np.mean(scores_adv > threshold))
@@ -189,7 +243,10 @@ def detection_report_and_roc(
         roc_auc=float(roc_auc_score(labels, scores)),
         tpr_at_5_fpr=float(np.max(curve_tpr[curve_fpr <= 0.05])),
         n_clean=len(x_test),
-        n_adversarial=len(x_adv),
+        n_adversarial=int(changed.sum()),
         threshold=threshold,
+        tpr_at_1_fpr=float(np.max(curve_tpr[curve_fpr <= 0.01])),
+        threshold_source=str(getattr(detector, "threshold_source_", "unknown")),
+        n_unchanged=int(len(x_adv) - changed.sum()),
     )
     return report, (curve_fpr, curve_tpr)

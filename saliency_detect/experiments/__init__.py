@@ -18,6 +18,7 @@ from saliency_detect.experiments._config import (
     ExplainConfig,
     demo_config,
     load_config,
+    named_configs,
 )
 from saliency_detect.experiments._explain import MEASURES, run_explain
 from saliency_detect.experiments._outputs import tables_markdown
@@ -31,6 +32,7 @@ __all__ = [
     "ExplainConfig",
     "demo_config",
     "load_config",
+    "named_configs",
     "run_experiment",
     "run_explain",
     "tables_markdown",

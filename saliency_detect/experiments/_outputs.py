@@ -18,14 +18,21 @@ import numpy as np
 
 from saliency_detect._files import atomic_write_bytes, atomic_write_text
 
-_COMPARED = ("d_accuracy_clean", "d_accuracy_adversarial", "roc_auc", "tpr_at_5_fpr")
+_COMPARED = ("d_accuracy_clean", "d_accuracy_adversarial", "roc_auc", "tpr_at_1_fpr", "tpr_at_5_fpr")
+_COMPARED_TITLES = ["D acc. clean", "D acc. adv.", "ROC AUC", "TPR @ 1% FPR", "TPR @ 5% FPR"]
 _TABLE1_COLUMNS = (
     ("f_accuracy_clean", "f acc. clean"),
     ("f_accuracy_adversarial", "f acc. adv."),
     ("d_accuracy_clean", "D acc. clean"),
     ("d_accuracy_adversarial", "D acc. adv."),
     ("roc_auc", "ROC AUC"),
+    ("tpr_at_1_fpr", "TPR @ 1% FPR"),
     ("tpr_at_5_fpr", "TPR @ 5% FPR"),
+)
+_IMAGE_ONLY_COLUMNS = (
+    ("d_accuracy_clean", "image-only D acc. clean"),
+    ("d_accuracy_adversarial", "image-only D acc. adv."),
+    ("roc_auc", "image-only ROC AUC"),
 )
 
 
@@ -66,6 +73,44 @@ def _roc_png(label: str, curves: dict[str, dict[str, list[float]]]) -> bytes:
         ax.legend(loc="lower right")
 
     return _figure_png(draw)
+
+
+def saliency_grid_png(label: str, x, saliency, x_adv, saliency_adv) -> bytes:
+    """The detection paper's Figure 1 for one attack: clean and adversarial images beside their saliency.
+
+    A row per image: the clean image, its saliency channel as D sees it, the adversarial
+    image, its saliency channel, and the perturbation. Saliency (averaged over colour
+    channels) is drawn on one symmetric blue-red scale per row, so clean and adversarial
+    maps compare at a glance.
+    """
+
+    def draw(fig):
+        rows = len(x)
+        axes = fig.subplots(rows, 5, squeeze=False)
+        titles = ("clean", "saliency (clean)", "adversarial", "saliency (adv.)", "perturbation")
+        for i in range(rows):
+            maps = (saliency[i].mean(axis=-1), saliency_adv[i].mean(axis=-1))
+            limit = max(float(np.abs(m).max()) for m in maps) or 1.0
+            delta = (x_adv[i] - x[i]).mean(axis=-1)
+            bound = float(np.abs(delta).max()) or 1.0
+            panels = (
+                (x[i], "gray", 0.0, 1.0),
+                (maps[0], "RdBu_r", -limit, limit),
+                (x_adv[i], "gray", 0.0, 1.0),
+                (maps[1], "RdBu_r", -limit, limit),
+                (delta, "RdBu_r", -bound, bound),
+            )
+            for j, (image, cmap, low, high) in enumerate(panels):
+                ax = axes[i][j]
+                shown = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+                ax.imshow(np.clip(shown, 0, 1) if image.ndim == 3 else shown, cmap=cmap, vmin=low, vmax=high)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(titles[j], fontsize=7)
+        fig.suptitle(f"What D sees: {label}")
+
+    return _figure_png(draw, size=(6.5, 1.35 * len(x) + 0.6))
 
 
 def _figures(results: dict[str, Any]) -> dict[str, bytes]:
@@ -148,6 +193,36 @@ def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
     return sections
 
 
+def _eps(value) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _number(value) -> str:
+    return "—" if value is None or value != value else f"{value:.3f}"
+
+
+def _table1_section(results: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+    """Table 1: a row per attack and recipe of the saliency detector, the image-only detector beside it."""
+    image_only = {
+        (r["attack"], r["detector"].replace("image", "saliency", 1)): r
+        for r in results["comparison"]
+        if r["detector"] == "image" or r["detector"].startswith("image (")
+    }
+    show_image = bool(image_only)
+    header = ["attack", "detector", *(title for _, title in _TABLE1_COLUMNS), "threshold"]
+    if show_image:
+        header += [title for _, title in _IMAGE_ONLY_COLUMNS]
+    rows = []
+    for r in results["table1"]:
+        row = [r["attack"], r["detector"], *(_number(r.get(key)) for key, _ in _TABLE1_COLUMNS)]
+        row.append(r.get("threshold_source", "unknown"))
+        if show_image:
+            other = image_only.get((r["attack"], r["detector"]), {})
+            row += [_number(other.get(key)) for key, _ in _IMAGE_ONLY_COLUMNS]
+        rows.append(row)
+    return "Table 1: classifier and saliency detector", header, rows
+
+
 def _detection_sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     sections = []
     sections.append(_classifier_section(results))
@@ -156,8 +231,10 @@ def _detection_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
             "Attacks",
             [
                 "attack",
-                "ε",
-                "ε searched",
+                "ε (Table 1)",
+                "f acc. target",
+                "f acc. at ε (search)",
+                "ε (matrices)",
                 "success (test)",
                 "mean L0",
                 "mean L2",
@@ -167,8 +244,10 @@ def _detection_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
             [
                 [
                     label,
-                    "—" if a["eps"] is None else f"{a['eps']:.4g}",
-                    "yes" if a["eps_searched"] else "no",
+                    _eps(a["eps"]) + ("" if a["eps"] is None or a["eps_searched"] else " (given)"),
+                    _number(a.get("eps_target_accuracy")),
+                    _number(a.get("eps_search_accuracy")),
+                    _eps(a.get("matrix_eps", a["eps"])),
                     f"{a['success_rate_test']:.3f}",
                     f"{a['mean_l0_test']:.1f}",
                     f"{a['mean_l2_test']:.3f}",
@@ -179,23 +258,18 @@ def _detection_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
             ],
         )
     )
-    sections.append(
-        (
-            "Table 1: classifier and saliency detector",
-            ["attack", *(title for _, title in _TABLE1_COLUMNS)],
-            [[r["attack"], *(f"{r[key]:.3f}" for key, _ in _TABLE1_COLUMNS)] for r in results["table1"]],
-        )
-    )
+    sections.append(_table1_section(results))
     if any(r["detector"] != "saliency" for r in results["comparison"]):
         sections.append(
             (
                 "Detectors compared",
-                ["attack", "detector", "D acc. clean", "D acc. adv.", "ROC AUC", "TPR @ 5% FPR"],
+                ["attack", "detector", *_COMPARED_TITLES, "threshold"],
                 [
                     [
                         r["attack"],
                         r["detector"],
-                        *(f"{r[k]:.3f}" for k in _COMPARED),
+                        *(_number(r.get(k)) for k in _COMPARED),
+                        r.get("threshold_source", "unknown"),
                     ]
                     for r in results["comparison"]
                 ],
@@ -231,11 +305,23 @@ def _detection_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
     return sections
 
 
+def _notes(results: dict[str, Any], title: str) -> list[str]:
+    """Text printed under a table: which threshold its columns use."""
+    from saliency_detect.evaluation._report import THRESHOLD_NOTE
+
+    if results["experiment"] == "detection" and (
+        title.startswith("Table 1") or title == "Detectors compared"
+    ):
+        return [THRESHOLD_NOTE]
+    return []
+
+
 def tables_markdown(results: dict[str, Any]) -> str:
     """Render an experiment's results (`run_experiment`'s or `run_explain`'s) as Markdown tables."""
     parts = [f"# {_TITLES[results['experiment']]}", ""]
     for title, header, rows in _sections(results):
         parts += [f"## {title}", "", _markdown_table(header, rows), ""]
+        parts += [*(f"{note}" for note in _notes(results, title)), *([""] if _notes(results, title) else [])]
     return "\n".join(parts)
 
 
@@ -267,6 +353,7 @@ def report_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
         for row in rows:
             body.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
         body.append("</tbody></table>")
+        body += [f'<p class="note">{e(note)}</p>' for note in _notes(results, title)]
     body.append("<h2>Figures</h2>")
     for name, png in figures.items():
         data = base64.b64encode(png).decode("ascii")

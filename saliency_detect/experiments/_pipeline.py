@@ -22,12 +22,15 @@ import numpy as np
 from saliency_detect._files import atomic_write_text
 from saliency_detect._version import __version__
 from saliency_detect.experiments._config import AttackSpec, ExperimentConfig
+from saliency_detect.experiments._outputs import _figures, _safe, saliency_grid_png
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
 #: Attacks whose ε is an L-infinity bound; the adaptive attack runs against the first.
 _LINF_ATTACKS = ("fgsm", "bim", "pgd")
+#: Test images per attack in the report's Figure 1 grid.
+_GRID_IMAGES = 4
 
 
 def _digest(*parts: Any) -> str:
@@ -117,7 +120,8 @@ def run_experiment(
     Args:
         config: the experiment's settings.
         out_dir: the folder for the report and the cache (created if needed).
-        verbose: 0 is silent; 1 prints each step with Keras's progress bars.
+        verbose: 0 is silent; 1 prints each step with one progress bar (a training run's
+            bar counts epochs); 2 adds Keras's line per epoch.
         strategy: the `tf.distribute.Strategy` every step runs under (training, attacks,
             saliency, scoring); None takes the current one.
 
@@ -149,56 +153,107 @@ def run_experiment(
 
 
 def _experiment(run) -> dict[str, Any]:
+    from saliency_detect.evaluation import changed_images
+
     config = run.config
     dataset = run.load_data()
     f, classifier_info = _classifier(run, dataset)
     x_test, y_test = dataset.x_test, dataset.y_test
 
     attacks: dict[str, dict[str, Any]] = {}
-    adversarial_test: dict[str, np.ndarray] = {}
     detectors: dict[str, Any] = {}
     comparison: list[dict[str, Any]] = []
     roc: dict[str, dict[str, dict[str, list[float]]]] = {}
+    matrix_detectors: dict[str, Any] = {}
+    grids: dict[str, bytes] = {}
+    matrix_test: dict[str, np.ndarray] = {}
+    main_recipe = config.detector_recipes[0]
     for spec in config.attacks:
         label = spec.display
-        eps_info = _epsilon(run, f, spec, x_test, y_test)
-        eps = eps_info["eps"]
         n_train = spec.train_size or config.detector_train_size or len(dataset.x_train)
         x_train = dataset.x_train[:n_train]
         y_train = dataset.y_train[:n_train]
+        # Table 1 at the attack's own accuracy level; the matrices at the config's (< 30 %).
+        eps_info = _epsilon(run, f, spec, x_test, y_test, spec.target_accuracy or config.target_accuracy)
+        matrix_info = (
+            eps_info
+            if spec.target_accuracy is None
+            else _epsilon(run, f, spec, x_test, y_test, config.target_accuracy)
+        )
+        eps, matrix_eps = eps_info["eps"], matrix_info["eps"]
         adv_train = _adversarial(run, f, spec, eps, x_train, y_train, "train")
         adv_test = _adversarial(run, f, spec, eps, x_test, y_test, "test")
-        adversarial_test[label] = adv_test.x_adv
+        # Pairs the attack left unchanged are not adversarial examples: D never learns them
+        # as such, and the report leaves them out of D's adversarial columns.
+        kept = changed_images(x_train, adv_train.x_adv)
+        d_clean, d_adv = x_train[kept], adv_train.x_adv[kept]
         attacks[label] = {
             **spec.to_dict(),
             **eps_info,
-            "detector_train_size": int(n_train),
+            "matrix_eps": matrix_eps,
+            "matrix_eps_search_accuracy": matrix_info.get("eps_search_accuracy"),
+            "detector_train_size": int(kept.sum()),
+            "unchanged_train": int(len(kept) - kept.sum()),
+            "unchanged_test": int(np.count_nonzero(~changed_images(x_test, adv_test.x_adv))),
             "success_rate_test": float(np.mean(adv_test.success)),
             "mean_l0_test": float(np.mean(adv_test.l0)),
             "mean_l2_test": float(np.mean(adv_test.l2)),
             "mean_linf_test": float(np.mean(adv_test.linf)),
         }
-        fitted = {
-            "saliency": _saliency_detector(run, f, x_train, adv_train.x_adv, "image+saliency", spec, eps)
-        }
+        fitted = {}
+        for recipe in config.detector_recipes:
+            kind = _kind("saliency", recipe, main_recipe)
+            fitted[kind] = _saliency_detector(run, f, d_clean, d_adv, "image+saliency", spec, eps, recipe)
+        scored = {}
         for baseline in config.baselines:
-            fitted[baseline] = _baseline(run, f, baseline, x_train, adv_train.x_adv, spec, eps)
+            if baseline != "image":  # feature-space baselines: fitted, scored and cached as scores
+                scored[baseline] = _feature_baseline(
+                    run, f, baseline, d_clean, d_adv, spec, eps, (x_test, y_test, adv_test.x_adv)
+                )
+                continue
+            for recipe in config.detector_recipes:
+                kind = _kind(baseline, recipe, main_recipe)
+                fitted[kind] = _saliency_detector(run, f, d_clean, d_adv, "image", spec, eps, recipe)
         detectors[label] = fitted["saliency"]
+        grids[f"saliency_{_safe(label)}.png"] = _saliency_grid(
+            label, fitted["saliency"], x_test[:_GRID_IMAGES], adv_test.x_adv[:_GRID_IMAGES]
+        )
+        if matrix_eps == eps:
+            matrix_detectors[label], matrix_test[label] = fitted["saliency"], _changed(x_test, adv_test)
+        else:
+            matrix_train = _adversarial(run, f, spec, matrix_eps, x_train, y_train, "train")
+            matrix_test[label] = _changed(
+                x_test, _adversarial(run, f, spec, matrix_eps, x_test, y_test, "test")
+            )
+            kept = changed_images(x_train, matrix_train.x_adv)
+            matrix_detectors[label] = _saliency_detector(
+                run,
+                f,
+                x_train[kept],
+                matrix_train.x_adv[kept],
+                "image+saliency",
+                spec,
+                matrix_eps,
+                main_recipe,
+            )
         roc[label] = {}
-        for kind, detector in fitted.items():
-            report, curve = _evaluate(run, f, detector, x_test, y_test, adv_test.x_adv, label)
-            comparison.append({"attack": label, "detector": kind, **report.to_dict()})
+        evaluated = {
+            kind: _evaluate(run, f, detector, x_test, y_test, adv_test.x_adv, label)
+            for kind, detector in fitted.items()
+        }
+        for kind, (report, curve) in {**evaluated, **scored}.items():
+            comparison.append({"attack": label, "detector": kind, **report})
             roc[label][kind] = curve
             run.log(
-                f"[{label}] {kind}: D accuracy clean {report.d_accuracy_clean:.3f}, "
-                f"adversarial {report.d_accuracy_adversarial:.3f}, ROC AUC {report.roc_auc:.3f}"
+                f"[{label}] {kind}: D accuracy clean {report['d_accuracy_clean']:.3f}, "
+                f"adversarial {report['d_accuracy_adversarial']:.3f}, ROC AUC {report['roc_auc']:.3f}"
             )
 
-    matrices = {"cross_attack": _cross_attack(run, detectors, x_test, adversarial_test).to_dict()}
+    matrices = {"cross_attack": _cross_attack(run, matrix_detectors, x_test, matrix_test).to_dict()}
     cross_eps = {}
     if config.eps_factors:
         for spec in config.attacks:
-            eps = attacks[spec.display]["eps"]
+            eps = attacks[spec.display]["matrix_eps"]
             if eps is not None:
                 cross_eps[spec.display] = _cross_eps(run, f, spec, eps, dataset).to_dict()
     matrices["cross_eps"] = cross_eps
@@ -210,7 +265,7 @@ def _experiment(run) -> dict[str, Any]:
         "versions": _versions(),
         "classifier": classifier_info,
         "attacks": attacks,
-        "table1": [row for row in comparison if row["detector"] == "saliency"],
+        "table1": [row for row in comparison if row["detector"].startswith("saliency")],
         "comparison": comparison,
         "matrices": matrices,
         "roc": roc,
@@ -218,7 +273,29 @@ def _experiment(run) -> dict[str, Any]:
         "timings": {},
         "files": {},
     }
-    return run.finish(results)
+    return run.finish(results, {**_figures(results), **grids})
+
+
+def _changed(x, adversarial_set) -> np.ndarray:
+    """The adversarial images of a set that differ from their clean image."""
+    from saliency_detect.evaluation import changed_images
+
+    return adversarial_set.x_adv[changed_images(x, adversarial_set.x_adv)]
+
+
+def _saliency_grid(label: str, detector, x, x_adv) -> bytes:
+    """Figure 1 of the paper for one attack, drawn from the fitted detector's own saliency channel."""
+    from saliency_detect.detector import SaliencyFeatures
+
+    features = SaliencyFeatures(
+        detector.classifier,
+        saliency=detector.saliency,
+        input_mode="saliency",
+        scale=detector.saliency_scale_,
+        normalization=detector.normalization_,
+    )
+    saliency, saliency_adv = (np.asarray(features(np.asarray(images, np.float32))) for images in (x, x_adv))
+    return saliency_grid_png(label, x, saliency, x_adv, saliency_adv)
 
 
 def _versions() -> dict[str, str]:
@@ -238,6 +315,7 @@ def _versions() -> dict[str, str]:
 
 
 def _classifier(run: _Run, dataset) -> tuple[Any, dict[str, Any]]:
+    from saliency_detect._progress import EpochProgress
     from saliency_detect.models import (
         classifier_accuracy,
         get_model_builder,
@@ -245,14 +323,22 @@ def _classifier(run: _Run, dataset) -> tuple[Any, dict[str, Any]]:
         model_fingerprint,
         paper_classifier,
         paper_defaults,
+        pretrained,
+        pretrained_for,
+        pretrained_info,
         train_classifier,
     )
 
     config = run.config
+    shipped = pretrained_for(config.dataset, config.architecture) if config.use_pretrained else None
     if config.model is not None:
         f = load_model(config.model, compile=False)
         source = str(config.model)
         run.log(f"[classifier] loaded {source}")
+    elif shipped is not None:
+        f = pretrained(shipped)
+        source = f"pretrained:{shipped}"
+        run.log(f"[classifier] pretrained {shipped} ({pretrained_info(shipped)['command']})")
     else:
         name = config.architecture or paper_classifier(config.dataset)
         defaults = paper_defaults(config.dataset)
@@ -284,7 +370,8 @@ def _classifier(run: _Run, dataset) -> tuple[Any, dict[str, Any]]:
                     save_path=path,
                     backup_dir=run.cache / f"classifier-backup-{_digest(settings)}",
                     random_state=config.seed,
-                    verbose=2 if run.verbose else 0,
+                    callbacks=[EpochProgress(settings["epochs"])] if run.verbose == 1 else None,
+                    verbose=2 if run.verbose >= 2 else 0,
                 ),
             )
             atomic_write_text(stamp, json.dumps({"settings": settings}, indent=2))
@@ -300,7 +387,12 @@ def _takes_eps(name: str) -> bool:
     return "eps" in available_attacks()[name]
 
 
-def _epsilon(run: _Run, f, spec: AttackSpec, x_test, y_test) -> dict[str, Any]:
+def _kind(detector: str, recipe: str, main_recipe: str) -> str:
+    """A detector's name in the tables: the main recipe's keeps the plain name."""
+    return detector if recipe == main_recipe else f"{detector} ({recipe} recipe)"
+
+
+def _epsilon(run: _Run, f, spec: AttackSpec, x_test, y_test, target: float) -> dict[str, Any]:
     from saliency_detect.attacks import get_attack, minimal_epsilon
     from saliency_detect.attacks._registry import effective_params
     from saliency_detect.models import model_fingerprint
@@ -312,11 +404,10 @@ def _epsilon(run: _Run, f, spec: AttackSpec, x_test, y_test) -> dict[str, Any]:
     config = run.config
     n = min(config.search_size, len(x_test))
     params = effective_params(get_attack(spec.name), dict(spec.params))
-    key = _digest(spec.name, params, model_fingerprint(f), n, config.target_accuracy)
+    key = _digest(spec.name, params, model_fingerprint(f), n, target)
     cache_file = run.cache / "epsilon.json"
     cached = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     if key not in cached:
-        target = config.target_accuracy
         run.log(f"[{spec.display}] searching the minimal ε for accuracy < {target:.0%} on {n} images")
         found = run.timed(
             f"epsilon/{spec.display}",
@@ -332,6 +423,7 @@ def _epsilon(run: _Run, f, spec: AttackSpec, x_test, y_test) -> dict[str, Any]:
     return {
         "eps": entry["eps"],
         "eps_searched": True,
+        "eps_target_accuracy": float(target),
         "eps_search_accuracy": entry["accuracy"],
         "eps_search_history": entry["history"],
     }
@@ -365,51 +457,94 @@ def _adversarial(run: _Run, f, spec: AttackSpec, eps, x, y, split: str):
     return load_adversarial_set(path)
 
 
-def _detector_settings(run: _Run, input_mode: str) -> dict[str, Any]:
+def _detector_settings(run: _Run, input_mode: str, recipe: str) -> dict[str, Any]:
     config = run.config
+    epochs = config.detector_epochs
+    if epochs is None and recipe == "paper" and config.dataset.startswith("cifar10"):
+        epochs = 5  # the paper trained CIFAR10-NET-D for 5 epochs
     return {
         "saliency": config.saliency,
         "input_mode": input_mode,
-        "epochs": config.detector_epochs,
+        "recipe": recipe,
+        "epochs": epochs,
         "learning_rate": config.detector_learning_rate,
         "batch_size": config.detector_batch_size,
         "random_state": config.seed,
     }
 
 
-def _saliency_detector(run: _Run, f, x_clean, x_adv, input_mode: str, spec: AttackSpec, eps):
+def _saliency_detector(run: _Run, f, x_clean, x_adv, input_mode: str, spec: AttackSpec, eps, recipe: str):
+    from saliency_detect._progress import EpochProgress
     from saliency_detect.detector import SaliencyDetector
     from saliency_detect.models import model_fingerprint
 
-    settings = _detector_settings(run, input_mode)
-    key = _digest(settings, spec.name, _attack_params(run, spec, eps), model_fingerprint(f), len(x_clean))
-    path = run.cache / "detectors" / f"{spec.display}-{input_mode.replace('+', '_')}-{key}"
+    settings = _detector_settings(run, input_mode, recipe)
+    # Every parameter, defaults included, so a changed default refits instead of reusing.
+    effective = SaliencyDetector(f, **settings).get_params()
+    effective = {
+        k: v for k, v in effective.items() if k not in ("classifier", "detector", "strategy", "verbose")
+    }
+    key = _digest(effective, spec.name, _attack_params(run, spec, eps), model_fingerprint(f), len(x_clean))
+    path = run.cache / "detectors" / f"{spec.display}-{input_mode.replace('+', '_')}-{recipe}-{key}"
     if path.exists():
         run.log(f"[{spec.display}] reusing detector {path.name}")
         return SaliencyDetector.load(path, classifier=f)
-    run.log(f"[{spec.display}] fitting the {input_mode} detector on {len(x_clean)} + {len(x_adv)} images")
-    detector = SaliencyDetector(f, cache_saliency=True, verbose=2 if run.verbose else 0, **settings)
-    run.timed(f"detector/{spec.display}/{input_mode}", lambda: detector.fit(x_clean, x_adv))
+    run.log(
+        f"[{spec.display}] fitting the {input_mode} detector ({recipe} recipe) on "
+        f"{len(x_clean)} + {len(x_adv)} images"
+    )
+    detector = SaliencyDetector(f, cache_saliency=True, verbose=2 if run.verbose >= 2 else 0, **settings)
+    callbacks = [EpochProgress(detector._recipe_value("epochs"))] if run.verbose == 1 else []
+    run.timed(
+        f"detector/{spec.display}/{input_mode}/{recipe}",
+        lambda: detector.fit(x_clean, x_adv, callbacks=callbacks),
+    )
     detector.save(path, include_classifier=False)
     return detector
 
 
-def _baseline(run: _Run, f, kind: str, x_clean, x_adv, spec: AttackSpec, eps):
-    from saliency_detect.detector import KernelDensityDetector, LIDDetector
+def _feature_baseline(run: _Run, f, kind: str, x_clean, x_adv, spec: AttackSpec, eps, test) -> tuple:
+    """Fit the kernel-density or LID baseline and score the test pairs; the scores are cached.
 
-    if kind == "image":
-        return _saliency_detector(run, f, x_clean, x_adv, "image", spec, eps)
+    These detectors are scikit-learn pipelines over f's features, not Keras models, so
+    what is cached is their report and ROC curve: a resumed run does not refit them.
+    """
+    from saliency_detect.detector import KernelDensityDetector, LIDDetector
+    from saliency_detect.models import model_fingerprint
+
+    x_test, y_test, x_test_adv = test
     cls = KernelDensityDetector if kind == "kernel_density" else LIDDetector
-    run.log(f"[{spec.display}] fitting the {kind} baseline")
     detector = cls(f, random_state=run.config.seed)
-    return run.timed(f"detector/{spec.display}/{kind}", lambda: detector.fit(x_clean, x_adv))
+    params = {k: v for k, v in detector.get_params().items() if k != "classifier"}
+    key = _digest(
+        kind,
+        params,
+        spec.name,
+        _attack_params(run, spec, eps),
+        model_fingerprint(f),
+        len(x_clean),
+        len(x_test),
+    )
+    path = run.cache / "baselines" / f"{spec.display}-{kind}-{key}.json"
+    if path.exists():
+        run.log(f"[{spec.display}] reusing the {kind} baseline's scores {path.name}")
+        cached = json.loads(path.read_text())
+        return cached["report"], cached["roc"]
+    run.log(f"[{spec.display}] fitting the {kind} baseline on {len(x_clean)} + {len(x_adv)} images")
+    run.timed(f"detector/{spec.display}/{kind}", lambda: detector.fit(x_clean, x_adv))
+    report, curve = _evaluate(run, f, detector, x_test, y_test, x_test_adv, spec.display)
+    atomic_write_text(path, json.dumps({"report": report, "roc": curve}, indent=1))
+    return report, curve
 
 
 def _evaluate(run: _Run, f, detector, x_test, y_test, x_adv, label: str):
     from saliency_detect.evaluation._report import detection_report_and_roc
 
     report, (fpr, tpr) = detection_report_and_roc(f, detector, x_test, y_test, x_adv, name=label)
-    return report, {"fpr": [round(float(v), 5) for v in fpr], "tpr": [round(float(v), 5) for v in tpr]}
+    return report.to_dict(), {
+        "fpr": [round(float(v), 5) for v in fpr],
+        "tpr": [round(float(v), 5) for v in tpr],
+    }
 
 
 def _cross_attack(run: _Run, detectors, x_test, adversarial_test):
@@ -420,7 +555,7 @@ def _cross_attack(run: _Run, detectors, x_test, adversarial_test):
 
 
 def _cross_eps(run: _Run, f, spec: AttackSpec, eps: float, dataset):
-    from saliency_detect.evaluation import generalization_matrix
+    from saliency_detect.evaluation import changed_images, generalization_matrix
 
     config = run.config
     values = sorted({float(eps)} | {float(eps) * factor for factor in config.eps_factors})
@@ -431,8 +566,18 @@ def _cross_eps(run: _Run, f, spec: AttackSpec, eps: float, dataset):
         label = f"ε={value:.3g}"
         adv_train = _adversarial(run, f, spec, value, x_train, y_train, "train")
         adv_test = _adversarial(run, f, spec, value, dataset.x_test, dataset.y_test, "test")
-        detectors[label] = _saliency_detector(run, f, x_train, adv_train.x_adv, "image+saliency", spec, value)
-        test_sets[label] = adv_test.x_adv
+        kept = changed_images(x_train, adv_train.x_adv)
+        detectors[label] = _saliency_detector(
+            run,
+            f,
+            x_train[kept],
+            adv_train.x_adv[kept],
+            "image+saliency",
+            spec,
+            value,
+            config.detector_recipes[0],
+        )
+        test_sets[label] = _changed(dataset.x_test, adv_test)
     run.log(f"[matrix] cross-ε generalization for {spec.display}")
     return run.timed("matrices", lambda: generalization_matrix(detectors, dataset.x_test, test_sets))
 

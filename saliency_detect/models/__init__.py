@@ -2,7 +2,8 @@
 
 Classifiers built here return **logits**. Functions across the library that need a
 classifier's class scores also accept user models ending in a softmax: they read the
-pre-softmax output through `logits_model`.
+pre-softmax output through `logits_model`. `pretrained(name)` loads a trained classifier
+shipped inside the package (offline), its model card in `pretrained_info(name)`.
 """
 
 from saliency_detect.models._io import (
@@ -11,6 +12,12 @@ from saliency_detect.models._io import (
     logits_model,
     model_fingerprint,
     save_model,
+)
+from saliency_detect.models._pretrained import (
+    available_pretrained,
+    pretrained,
+    pretrained_for,
+    pretrained_info,
 )
 from saliency_detect.models._training import (
     PAPER_DEFAULTS,
@@ -35,6 +42,7 @@ from saliency_detect.models._zoo import (
 __all__ = [
     "PAPER_DEFAULTS",
     "available_models",
+    "available_pretrained",
     "cifar10_net_d",
     "cifar10_net_f",
     "classifier_accuracy",
@@ -48,6 +56,9 @@ __all__ = [
     "paper_classifier",
     "paper_defaults",
     "predict_labels",
+    "pretrained",
+    "pretrained_for",
+    "pretrained_info",
     "resnet20",
     "save_model",
     "train_classifier",
