@@ -10,8 +10,8 @@ Two modes:
 - `python benchmarks/experiments.py steps RUN_FOLDER`: reads a finished run's
   `results.json` (e.g. `saliency-detect reproduce --config paper-mnist`) and prints the
   wall-clock per step, grouped (classifier, ε searches, attacks, detectors, matrices,
-  adaptive), with each group's share of the total. A resumed run's timings cover only
-  its last invocation; the log of every invocation is the full record.
+  adaptive), with each group's share of the total, summed over every invocation of a
+  run resumed across interruptions (`timings_all_invocations`).
 
 Time it on an idle machine: the two cores are the whole budget.
 """
@@ -70,7 +70,7 @@ def demo() -> None:
 def steps(folder: str) -> None:
     results = json.loads((Path(folder) / "results.json").read_text())
     print(f"run: {folder} (config dataset {results['config']['dataset']})")
-    _print_steps(results["timings"])
+    _print_steps(results.get("timings_all_invocations") or results["timings"])
 
 
 def main() -> int:

@@ -57,6 +57,19 @@ def test_a_narrower_clip_range_is_respected(model):
     assert x_adv.min() >= 0.25 and x_adv.max() <= 0.75
 
 
+def _loss_gradient_sq_norm(model, x):
+    """Each image's squared L2 norm of the cross-entropy gradient at the model's own prediction."""
+    import tensorflow as tf
+
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = model(x)
+        labels = tf.argmax(logits, axis=-1)
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    return tf.reduce_sum(tf.square(tape.gradient(loss, x)), axis=[1, 2, 3]).numpy()
+
+
 @pytest.mark.reference
 @pytest.mark.parametrize("norm", [np.inf, 2])
 def test_fgsm_and_pgd_match_cleverhans(trained_mnist_f, test_images, norm):
@@ -65,7 +78,18 @@ def test_fgsm_and_pgd_match_cleverhans(trained_mnist_f, test_images, norm):
     x = test_images[0][:128]
     eps = 0.3 if norm == np.inf else 2.0
     theirs = fgm.fast_gradient_method(trained_mnist_f, x, eps, norm, clip_min=0.0, clip_max=1.0).numpy()
-    np.testing.assert_allclose(attacks.fgsm(trained_mnist_f, x, eps=eps, norm=norm), theirs, atol=1e-5)
+    ours = attacks.fgsm(trained_mnist_f, x, eps=eps, norm=norm)
+    if norm == np.inf:
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    else:
+        # cleverhans floors the gradient's squared norm at 1e-12 before normalising, so on
+        # images f classifies with saturated confidence its "unit" step shrinks towards 0;
+        # ours keeps the direction and takes the whole step. Equal wherever the floor is idle.
+        idle = _loss_gradient_sq_norm(trained_mnist_f, x) > 1e-12
+        assert idle.sum() >= 32  # (on this f the floor bites on about half of the images)
+        np.testing.assert_allclose(ours[idle], theirs[idle], atol=1e-5)
+        moved = lambda a: np.sqrt(((a - x) ** 2).reshape(len(x), -1).sum(axis=1))  # noqa: E731
+        assert np.all(moved(ours)[~idle] > moved(theirs)[~idle])
     theirs = pgd_module.projected_gradient_descent(
         trained_mnist_f, x, eps, eps / 8, 10, norm, clip_min=0.0, clip_max=1.0, rand_init=False
     ).numpy()
@@ -76,10 +100,15 @@ def test_fgsm_and_pgd_match_cleverhans(trained_mnist_f, test_images, norm):
         np.testing.assert_allclose(ours, theirs, atol=1e-5)
         np.testing.assert_allclose(also_ours, theirs, atol=1e-5)
     else:
-        # L2 steps keep the gradient's magnitude, so float rounding of a compiled graph vs
-        # cleverhans's eager ops can flip a ReLU after several steps in a rare image.
+        # As for FGSM, compared where cleverhans's floor never bites; L2 steps keep the
+        # gradient's magnitude, so float rounding of a compiled graph vs cleverhans's eager
+        # ops can flip a ReLU after several steps in a rare image.
+        idle = (_loss_gradient_sq_norm(trained_mnist_f, x) > 1e-10) & (
+            _loss_gradient_sq_norm(trained_mnist_f, theirs) > 1e-10
+        )
+        assert idle.sum() >= 32
         for candidate in (ours, also_ours):
-            per_image = np.abs(candidate - theirs).reshape(len(x), -1).max(axis=1)
+            per_image = np.abs(candidate - theirs)[idle].reshape(idle.sum(), -1).max(axis=1)
             assert np.mean(per_image <= 1e-5) >= 0.98 and per_image.max() <= 1e-3
 
 
@@ -187,6 +216,38 @@ def test_minimal_epsilon_brackets_the_target_accuracy(trained_mnist_f, test_imag
     below = [e for e, accuracy in found.history if accuracy >= 0.30 and e < found.eps]
     assert below and found.eps - max(below) <= 0.05 * found.eps
     assert classifier_accuracy(trained_mnist_f, attacks.fgsm(trained_mnist_f, x, y, eps=found.eps), y) < 0.30
+
+
+def test_l2_steps_keep_the_direction_of_a_vanishing_gradient():
+    import tensorflow as tf
+
+    from saliency_detect.attacks._common import steepest_step, unit_l2
+
+    rng = np.random.default_rng(0)
+    grad = rng.normal(size=(3, 4, 4, 1)).astype("float32")
+    grad[1] *= 1e-11  # a float32-saturated softmax: the loss gradient all but vanishes
+    grad[2] = 0.0
+    unit = unit_l2(tf.constant(grad)).numpy()
+    norms = np.sqrt((unit**2).reshape(3, -1).sum(axis=1))
+    np.testing.assert_allclose(norms[:2], 1.0, rtol=1e-5)
+    assert norms[2] == 0.0  # no gradient, no step (and no NaN)
+    expected = grad[1] / np.sqrt((grad[1].astype("float64") ** 2).sum())
+    np.testing.assert_allclose(unit[1], expected, rtol=1e-4, atol=1e-7)
+    step = steepest_step(tf.constant(grad), tf.fill([3, 1, 1, 1], 2.0), 2.0).numpy()
+    np.testing.assert_allclose(np.sqrt((step[1] ** 2).sum()), 2.0, rtol=1e-5)
+
+
+def test_iterative_l2_fools_a_confident_classifier(shared_data):
+    # With cleverhans's 1e-12 floor on the squared norm, 13% of these images (those f
+    # classifies with saturated confidence) were never moved, even at eps = 6.
+    from saliency_detect.data import load_dataset
+    from saliency_detect.models import pretrained
+
+    f = pretrained("mnist_net_f")
+    data = load_dataset("mnist", data_dir=shared_data, test_size=300)
+    x_adv = attacks.iterative_l2(f, data.x_test, data.y_test, eps=4.0)
+    assert classifier_accuracy(f, x_adv, data.y_test) <= 0.01
+    assert np.sqrt(((x_adv - data.x_test) ** 2).reshape(300, -1).sum(axis=1)).max() <= 4.0 + 1e-4
 
 
 @pytest.mark.parametrize(("attack", "target"), [("fgsm", 0.12), ("bim", 0.05), ("iterative_l2", 0.04)])

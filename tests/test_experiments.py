@@ -183,6 +183,10 @@ def test_run_writes_every_output(finished_run):
     assert results["config"] == config.to_dict()
     assert {"tensorflow", "keras", "numpy", "saliency_detect", "python"} <= set(results["versions"])
     assert results["timings"]["total"] > 0 and "train_classifier" in results["timings"]
+    # Each step's time is also summed over every invocation of the run, in the cache.
+    assert results["timings_all_invocations"]["train_classifier"] == pytest.approx(
+        results["timings"]["train_classifier"], abs=1e-3
+    )
     # fgsm's ε was searched twice: Table 1's at its own level (f keeps < 12 %), the
     # matrices' at the config's (< 30 %), which needs a smaller ε.
     fgsm = results["attacks"]["fgsm"]
@@ -245,6 +249,11 @@ def test_rerun_reuses_every_cached_step(finished_run, monkeypatch):
     again = run_experiment(config, out, verbose=0)
     assert again["table1"] == results["table1"]
     assert again["matrices"] == results["matrices"]
+    # The record of what each step cost survives the rerun (f was not trained again).
+    assert "train_classifier" not in again["timings"]
+    assert again["timings_all_invocations"]["train_classifier"] == pytest.approx(
+        results["timings_all_invocations"]["train_classifier"], abs=1e-3
+    )
 
 
 def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
@@ -277,7 +286,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     results = run_experiment(config, tmp_path, verbose=0)
     assert len(calls) == 1  # only bim's detector was left to fit
     for path, mtime in cached.items():
-        if path.name != "epsilon.json":
+        if path.name not in ("epsilon.json", "timings.json"):  # records, not results
             assert path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
     assert [r["attack"] for r in results["table1"]] == ["fgsm", "bim"]
 
@@ -538,7 +547,7 @@ def test_the_config_of_the_recorded_mnist_run_loads(tmp_path):
     from conftest import REPO
 
     text = (REPO / "docs" / "results.md").read_text()
-    block = re.search(r"```toml[^\n]*\n(.*?)```", text, re.S).group(1)
+    block = re.search(r'```toml title="reproduce.toml"\n(.*?)```', text, re.S).group(1)
     (tmp_path / "exp.toml").write_text(block)
     config = load_config(tmp_path / "exp.toml")
     assert config.dataset == "mnist" and [a.display for a in config.attacks] == [
@@ -548,6 +557,16 @@ def test_the_config_of_the_recorded_mnist_run_loads(tmp_path):
         "jsma",
     ]
     assert config.detector_train_size == 5000 and config.attacks[3].train_size == 1000
+
+
+def test_the_full_scale_run_in_the_results_is_the_shipped_paper_config(tmp_path):
+    from conftest import REPO
+
+    text = (REPO / "docs" / "results.md").read_text()
+    block = re.search(r'```toml title="paper-mnist.toml"\n(.*?)```', text, re.S).group(1)
+    (tmp_path / "paper-mnist.toml").write_text(block)
+    assert load_config(tmp_path / "paper-mnist.toml") == load_config("paper-mnist")
+    assert "saliency-detect reproduce --config paper-mnist" in text
 
 
 def test_the_config_of_the_recorded_attention_run_loads(tmp_path):

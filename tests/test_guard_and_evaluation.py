@@ -15,7 +15,12 @@ from saliency_detect.detector import (
     SaliencyDetector,
     SaliencyFeatures,
 )
-from saliency_detect.evaluation import detection_report, detection_table, generalization_matrix
+from saliency_detect.evaluation import (
+    changed_images,
+    detection_report,
+    detection_table,
+    generalization_matrix,
+)
 from saliency_detect.models import classifier_accuracy, load_model, mnist_net_f, save_model
 
 
@@ -172,10 +177,14 @@ def test_detection_report_columns_are_consistent(trained_mnist_f, detector, data
     )
     assert report.f_accuracy_adversarial < 0.3
     assert report.d_accuracy_clean == pytest.approx(1 - detector.predict(data["x_test"]).mean())
+    # FGSM leaves an image whose loss gradient is exactly 0 unchanged: not an adversarial
+    # example, so not counted on D's adversarial side.
+    changed = changed_images(data["x_test"], data["x_test_adv"])
+    assert report.n_adversarial == changed.sum() and report.n_unchanged == (~changed).sum()
     assert (
         report.d_accuracy_adversarial
         == report.tpr
-        == pytest.approx(detector.predict(data["x_test_adv"]).mean())
+        == pytest.approx(detector.predict(data["x_test_adv"][changed]).mean())
     )
     clean_scores = detector.decision_function(data["x_test"])
     at_most_5 = np.quantile(clean_scores, 0.95, method="higher")  # flags at most 5% of clean images
@@ -279,3 +288,49 @@ def test_adaptive_attack_rejects_bad_arguments(trained_mnist_f, detector, data):
         detector_aware(trained_mnist_f, x, eps=0.0, detector=detector)
     with pytest.raises(NotFittedError):
         detector_aware(trained_mnist_f, x, eps=0.1, detector=SaliencyDetector(trained_mnist_f))
+
+
+def test_lid_streams_activations_batch_by_batch(trained_mnist_f, monkeypatch):
+    # Full-scale runs (120,000 MNIST images) ran out of memory holding every layer's
+    # activations at once; LIDs are now computed per batch, and only the reference batch's
+    # activations are kept.
+    from saliency_detect.detector import LIDDetector
+
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 28, 28, 1), dtype=np.float32) * 0.5
+    det = LIDDetector(trained_mnist_f, batch_size=64, random_state=0)
+    calls = []
+    original = LIDDetector._activations
+
+    def counted(self, images):
+        calls.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(LIDDetector, "_activations", counted)
+    det.fit(x, np.clip(x + 0.3, 0, 1))
+    assert calls == [100]  # the reference batch only
+    assert all(len(r) == 100 for r in det.reference_)
+    lids = det._lids(x[:130])
+    assert lids.shape == (130, len(det.layers_)) and np.all(np.isfinite(lids))
+    # Batch size does not change the estimate (the reference's own images included).
+    det.batch_size = 7
+    np.testing.assert_allclose(det._lids(x[:130]), lids, rtol=1e-4)
+
+
+def test_detection_report_leaves_unchanged_pairs_out_of_the_adversarial_side(trained_mnist_f, detector, data):
+    x, y, x_adv = data["x_test"][:40], data["y_test"][:40], data["x_test_adv"][:40].copy()
+    x_adv[:10] = x[:10]  # the attack "returned" ten clean images as they were
+    report = detection_report(trained_mnist_f, detector, x, y, x_adv)
+    assert report.n_unchanged == 10 and report.n_adversarial == 30 and report.n_clean == 40
+    assert report.tpr == pytest.approx(detector.predict(x_adv[10:]).mean())
+    # f's accuracy under attack still counts every image.
+    assert report.f_accuracy_adversarial == pytest.approx(classifier_accuracy(trained_mnist_f, x_adv, y))
+    with pytest.raises(ValueError, match="the attack changed nothing"):
+        detection_report(trained_mnist_f, detector, x, y, x.copy())
+
+
+def test_fit_warns_about_pairs_the_attack_left_unchanged(trained_mnist_f, data):
+    x, x_adv = data["x_train"][:64], data["x_train_adv"][:64].copy()
+    x_adv[:5] = x[:5]
+    with pytest.warns(UserWarning, match="5 of the 64 images of `x_adv` equal their clean image"):
+        SaliencyDetector(trained_mnist_f, epochs=1, verbose=0).fit(x, x_adv)

@@ -288,6 +288,7 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
         ]
 
     def _activations(self, x) -> tuple[np.ndarray, ...]:
+        """Every chosen layer's flattened activations for `x` (used for the reference batch only)."""
         prepared = prepare(self.classifier)
         model = prepared.feature_model(tuple(self.layers_))
         count = len(self.layers_)
@@ -301,12 +302,25 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
         result = map_batches(compiled, (x,), self.batch_size)
         return result if isinstance(result, tuple) else (result,)
 
-    def _lids(self, activations: tuple[np.ndarray, ...]) -> np.ndarray:
-        columns = []
-        for acts, reference in zip(activations, self.reference_, strict=True):
-            ref = tf.constant(reference)
-            columns.append(map_batches(lambda a, ref=ref: _lid(a, ref, self.k), (acts,), self.batch_size))
-        return np.column_stack(columns)
+    def _lids(self, x: np.ndarray) -> np.ndarray:
+        """Per-layer LIDs (N, layers) of images `x`, batch by batch.
+
+        Activations live only for one batch: every conv layer of every image held at once
+        would be hundreds of kilobytes per MNIST image (tens of gigabytes for a full-scale
+        run).
+        """
+        prepared = prepare(self.classifier)
+        model = prepared.feature_model(tuple(self.layers_))
+        count, k = len(self.layers_), self.k
+        references = [tf.constant(r) for r in self.reference_]
+
+        @tf.function(input_signature=[tf.TensorSpec((None, *x.shape[1:]), tf.float32)])
+        def step(images):
+            outputs = model(images, training=False)[:count]
+            flat = [tf.reshape(o, [tf.shape(o)[0], -1]) for o in outputs]
+            return tf.stack([_lid(a, ref, k) for a, ref in zip(flat, references, strict=True)], axis=1)
+
+        return map_batches(step, (x,), self.batch_size)
 
     def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> LIDDetector:
         """Pick the reference batch from the clean images, then fit the regression on per-layer LIDs.
@@ -346,11 +360,10 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
         if len(chosen) <= k:
             raise ValueError(f"`n_reference` must exceed k={k}. Received: n_reference={n_reference}")
         self.layers_ = names
-        activations = self._activations(x)
-        self.reference_ = [a[chosen] for a in activations]
+        self.reference_ = list(self._activations(x[np.sort(chosen)]))
         seed = self.random_state if isinstance(self.random_state, numbers.Integral) else None
         self.logistic_ = make_pipeline(StandardScaler(), LogisticRegression(random_state=seed, max_iter=1000))
-        self.logistic_.fit(self._lids(activations), labels)
+        self.logistic_.fit(self._lids(x), labels)
         self.threshold_ = 0.0
         self.threshold_source_ = "probability 0.5"
         self.classes_ = np.array([0, 1])
@@ -365,10 +378,9 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         x = check_images(x, clip_range=self.clip_range, expected_shape=model_image_shape(self.classifier))
-        return self.logistic_.decision_function(self._lids(self._activations(x)))
+        return self.logistic_.decision_function(self._lids(x))
 
 
-@tf.function(reduce_retracing=True)
 def _lid(acts: tf.Tensor, reference: tf.Tensor, k: int) -> tf.Tensor:
     """Maximum-likelihood LID of each row of `acts` from its `k` nearest rows of `reference`."""
     # float64: the expanded squared distance of a row to itself must come out as zero.
@@ -379,8 +391,11 @@ def _lid(acts: tf.Tensor, reference: tf.Tensor, k: int) -> tf.Tensor:
         + tf.reduce_sum(reference * reference, axis=1)[None, :]
     )
     dist = tf.sqrt(tf.maximum(sq, 0.0))
-    # An image of the reference batch is not its own neighbour.
-    dist = tf.where(dist <= 1e-9, tf.fill(tf.shape(dist), tf.constant(np.inf, tf.float64)), dist)
+    # An image of the reference batch is not its own neighbour. Its activations, computed
+    # in another batch, can differ from the reference's by float32 rounding: a distance
+    # within a millionth of the row's norm is the image itself.
+    own = 1e-9 + 1e-6 * tf.sqrt(tf.reduce_sum(acts * acts, axis=1, keepdims=True))
+    dist = tf.where(dist <= own, tf.fill(tf.shape(dist), tf.constant(np.inf, tf.float64)), dist)
     nearest = -tf.math.top_k(-dist, k=k).values
     log_ratio = tf.math.log(tf.maximum(nearest, 1e-12) / tf.maximum(nearest[:, -1:], 1e-12))
     return tf.cast(-1.0 / tf.minimum(tf.reduce_mean(log_ratio, axis=1), -1e-12), tf.float32)

@@ -81,6 +81,9 @@ class _Run:
 
         self.timings["total"] = time.perf_counter() - self.started
         results["timings"] = {key: round(value, 3) for key, value in self.timings.items()}
+        results["timings_all_invocations"] = {
+            key: round(value, 3) for key, value in self._all_timings().items()
+        }
         write_outputs(results, self.out, figures)
         self.log(f"[done] report written to {self.out / 'report.html'} ({self.timings['total']:.0f} s)")
         return results
@@ -90,10 +93,26 @@ class _Run:
             print(message, flush=True)
 
     def timed(self, key: str, fn: Callable[[], Any]) -> Any:
+        """Run `fn`, adding its wall-clock to this invocation's timings and to the cache's record.
+
+        `cache/timings.json` sums every invocation's time per step, so a run resumed
+        across interruptions still reports what each step cost in all.
+        """
         start = time.perf_counter()
         value = fn()
-        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.timings[key] = self.timings.get(key, 0.0) + seconds
+        recorded = self._all_timings()
+        recorded[key] = recorded.get(key, 0.0) + seconds
+        atomic_write_text(self.cache / "timings.json", json.dumps(recorded, indent=1))
         return value
+
+    def _all_timings(self) -> dict[str, float]:
+        path = self.cache / "timings.json"
+        try:
+            return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
 
 
 def run_experiment(
