@@ -573,7 +573,7 @@ def test_the_config_of_the_recorded_attention_run_loads(tmp_path):
     from conftest import REPO
 
     text = (REPO / "docs" / "results.md").read_text()
-    block = re.findall(r"```toml[^\n]*\n(.*?)```", text, re.S)[1]
+    block = re.search(r'```toml title="explain.toml"\n(.*?)```', text, re.S).group(1)
     (tmp_path / "attention.toml").write_text(block)
     config = load_config(tmp_path / "attention.toml", kind="attention")
     assert config.dataset == "cifar10" and config.architecture == "resnet20" and config.n_images == 500
