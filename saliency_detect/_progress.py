@@ -11,7 +11,7 @@ class EpochProgress(keras.callbacks.Callback):
     """A Keras callback drawing one `Progbar` whose steps are epochs, not batches.
 
     Pass it with `verbose=0` to `Model.fit` so long runs show one line per training run
-    (its loss, validation loss and learning rate) instead of one per epoch. When early
+    (its loss and accuracy, and their validation values) instead of one per epoch. When early
     stopping ends training before `epochs`, the bar is closed at the epoch reached.
 
     Args:

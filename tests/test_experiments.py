@@ -291,6 +291,17 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert [r["attack"] for r in results["table1"]] == ["fgsm", "bim"]
 
 
+def test_feature_baselines_are_not_refitted_on_a_rerun(tmp_path, monkeypatch):
+    from saliency_detect.detector import LIDDetector
+
+    config = tiny_config(attacks=[{"name": "fgsm", "eps": 0.3}], baselines=["lid"])
+    first = run_experiment(config, tmp_path, verbose=0)
+    assert len(list((tmp_path / "cache" / "baselines").glob("fgsm-lid-*.json"))) == 1
+    monkeypatch.setattr(LIDDetector, "fit", lambda *a, **k: pytest.fail("LID was refitted"))
+    again = run_experiment(config, tmp_path, verbose=0)
+    assert again["comparison"] == first["comparison"] and again["roc"] == first["roc"]
+
+
 def test_changed_setting_recomputes_only_what_depends_on_it(finished_run, tmp_path):
     config, out, _ = finished_run
     copy = tmp_path / "copy"

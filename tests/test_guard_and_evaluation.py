@@ -334,3 +334,26 @@ def test_fit_warns_about_pairs_the_attack_left_unchanged(trained_mnist_f, data):
     x_adv[:5] = x[:5]
     with pytest.warns(UserWarning, match="5 of the 64 images of `x_adv` equal their clean image"):
         SaliencyDetector(trained_mnist_f, epochs=1, verbose=0).fit(x, x_adv)
+
+
+def test_dropout_split_recomposes_the_model(trained_mnist_f):
+    import keras
+
+    from saliency_detect._prepared import prepare
+    from saliency_detect.detector._baselines import _dropout_split
+
+    model = prepare(trained_mnist_f).model
+    head, tail = _dropout_split(model)
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in head.layers)
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(tail(head(x)), model(x), rtol=1e-5, atol=1e-5)
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    identity, whole = _dropout_split(plain)
+    assert whole is plain and identity(np.ones((1, 3))).shape == (1, 3)
+
+
+def test_changed_images_needs_paired_sets():
+    with pytest.raises(
+        ValueError, match=r"pair one image with each clean image: expected shape \(3, 2, 2, 1\)"
+    ):
+        changed_images(np.zeros((3, 2, 2, 1)), np.zeros((2, 2, 2, 1)))

@@ -321,7 +321,8 @@ def tables_markdown(results: dict[str, Any]) -> str:
     parts = [f"# {_TITLES[results['experiment']]}", ""]
     for title, header, rows in _sections(results):
         parts += [f"## {title}", "", _markdown_table(header, rows), ""]
-        parts += [*(f"{note}" for note in _notes(results, title)), *([""] if _notes(results, title) else [])]
+        notes = _notes(results, title)
+        parts += [*notes, ""] if notes else []
     return "\n".join(parts)
 
 

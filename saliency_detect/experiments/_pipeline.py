@@ -51,6 +51,7 @@ class _Run:
         self.cache = self.out / "cache"
         self.verbose = verbose
         self.timings: dict[str, float] = {}
+        self.all_timings = _read_timings(self.cache / "timings.json")  # every invocation's, summed
         self.started = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         config.save(self.out / "config.json")
@@ -81,9 +82,7 @@ class _Run:
 
         self.timings["total"] = time.perf_counter() - self.started
         results["timings"] = {key: round(value, 3) for key, value in self.timings.items()}
-        results["timings_all_invocations"] = {
-            key: round(value, 3) for key, value in self._all_timings().items()
-        }
+        results["timings_all_invocations"] = {key: round(value, 3) for key, value in self.all_timings.items()}
         write_outputs(results, self.out, figures)
         self.log(f"[done] report written to {self.out / 'report.html'} ({self.timings['total']:.0f} s)")
         return results
@@ -102,17 +101,17 @@ class _Run:
         value = fn()
         seconds = time.perf_counter() - start
         self.timings[key] = self.timings.get(key, 0.0) + seconds
-        recorded = self._all_timings()
-        recorded[key] = recorded.get(key, 0.0) + seconds
-        atomic_write_text(self.cache / "timings.json", json.dumps(recorded, indent=1))
+        self.all_timings[key] = self.all_timings.get(key, 0.0) + seconds
+        atomic_write_text(self.cache / "timings.json", json.dumps(self.all_timings, indent=1))
         return value
 
-    def _all_timings(self) -> dict[str, float]:
-        path = self.cache / "timings.json"
-        try:
-            return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
-        except (OSError, ValueError, AttributeError):
-            return {}
+
+def _read_timings(path: Path) -> dict[str, float]:
+    """The per-step seconds recorded by earlier invocations of a run, or {} for a new one."""
+    try:
+        return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def run_experiment(
@@ -240,20 +239,8 @@ def _experiment(run) -> dict[str, Any]:
         if matrix_eps == eps:
             matrix_detectors[label], matrix_test[label] = fitted["saliency"], _changed(x_test, adv_test)
         else:
-            matrix_train = _adversarial(run, f, spec, matrix_eps, x_train, y_train, "train")
-            matrix_test[label] = _changed(
-                x_test, _adversarial(run, f, spec, matrix_eps, x_test, y_test, "test")
-            )
-            kept = changed_images(x_train, matrix_train.x_adv)
-            matrix_detectors[label] = _saliency_detector(
-                run,
-                f,
-                x_train[kept],
-                matrix_train.x_adv[kept],
-                "image+saliency",
-                spec,
-                matrix_eps,
-                main_recipe,
+            matrix_detectors[label], matrix_test[label] = _detector_at(
+                run, f, spec, matrix_eps, (x_train, y_train), (x_test, y_test)
             )
         roc[label] = {}
         evaluated = {
@@ -293,6 +280,30 @@ def _experiment(run) -> dict[str, Any]:
         "files": {},
     }
     return run.finish(results, {**_figures(results), **grids})
+
+
+def _detector_at(run: _Run, f, spec: AttackSpec, eps, train, test) -> tuple[Any, np.ndarray]:
+    """The main recipe's saliency detector for `spec` at `eps`, and its changed test images.
+
+    What both generalization matrices need of one ε: the training and test sets crafted
+    (cached), the pairs the attack left unchanged dropped, the detector fitted (cached).
+    """
+    from saliency_detect.evaluation import changed_images
+
+    (x_train, y_train), (x_test, y_test) = train, test
+    adv_train = _adversarial(run, f, spec, eps, x_train, y_train, "train")
+    kept = changed_images(x_train, adv_train.x_adv)
+    detector = _saliency_detector(
+        run,
+        f,
+        x_train[kept],
+        adv_train.x_adv[kept],
+        "image+saliency",
+        spec,
+        eps,
+        run.config.detector_recipes[0],
+    )
+    return detector, _changed(x_test, _adversarial(run, f, spec, eps, x_test, y_test, "test"))
 
 
 def _changed(x, adversarial_set) -> np.ndarray:
@@ -574,7 +585,7 @@ def _cross_attack(run: _Run, detectors, x_test, adversarial_test):
 
 
 def _cross_eps(run: _Run, f, spec: AttackSpec, eps: float, dataset):
-    from saliency_detect.evaluation import changed_images, generalization_matrix
+    from saliency_detect.evaluation import generalization_matrix
 
     config = run.config
     values = sorted({float(eps)} | {float(eps) * factor for factor in config.eps_factors})
@@ -583,20 +594,9 @@ def _cross_eps(run: _Run, f, spec: AttackSpec, eps: float, dataset):
     detectors, test_sets = {}, {}
     for value in values:
         label = f"ε={value:.3g}"
-        adv_train = _adversarial(run, f, spec, value, x_train, y_train, "train")
-        adv_test = _adversarial(run, f, spec, value, dataset.x_test, dataset.y_test, "test")
-        kept = changed_images(x_train, adv_train.x_adv)
-        detectors[label] = _saliency_detector(
-            run,
-            f,
-            x_train[kept],
-            adv_train.x_adv[kept],
-            "image+saliency",
-            spec,
-            value,
-            config.detector_recipes[0],
+        detectors[label], test_sets[label] = _detector_at(
+            run, f, spec, value, (x_train, y_train), (dataset.x_test, dataset.y_test)
         )
-        test_sets[label] = _changed(dataset.x_test, adv_test)
     run.log(f"[matrix] cross-ε generalization for {spec.display}")
     return run.timed("matrices", lambda: generalization_matrix(detectors, dataset.x_test, test_sets))
 
