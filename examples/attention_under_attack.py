@@ -7,8 +7,9 @@ the maps spread, and how much of the true class's Grad-CAM region survives; save
 figure grid. (`saliency-detect explain` does this at size, with confidence intervals
 and a random-pixel control.)
 
-python examples/attention_under_attack.py                  # trains ResNet-20 (about 40 min on 2 CPU cores)
-python examples/attention_under_attack.py --model resnet20.keras --images 200 --out attention.png
+python examples/attention_under_attack.py       # the pretrained ResNet-20 if shipped, else trains one
+python examples/attention_under_attack.py --model cifar10_net_f --images 200 --out attention.png
+python examples/attention_under_attack.py --model my_classifier.keras
 """
 
 import argparse
@@ -22,13 +23,24 @@ import tensorflow as tf
 
 from saliency_detect import attacks, saliency
 from saliency_detect.data import load_dataset
-from saliency_detect.models import get_model_builder, load_model, predict_labels, train_classifier
+from saliency_detect.models import (
+    available_pretrained,
+    get_model_builder,
+    load_model,
+    predict_labels,
+    pretrained,
+    train_classifier,
+)
 from saliency_detect.saliency import metrics
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--model", help="a trained CIFAR-10 classifier (.keras); default: train ResNet-20")
+parser.add_argument(
+    "--model",
+    help="a pretrained CIFAR-10 classifier's name (resnet20, cifar10_net_f) or a trained .keras file; "
+    "default: the pretrained ResNet-20 if this installation ships it, else train --architecture",
+)
 parser.add_argument("--architecture", default="resnet20", help="zoo model to train (default: %(default)s)")
-parser.add_argument("--epochs", type=int, default=30, help="when training (default: %(default)s)")
+parser.add_argument("--epochs", type=int, default=None, help="when training (default: the fast recipe's)")
 parser.add_argument("--train-size", type=int, default=None, help="when training: the first N images")
 parser.add_argument("--images", type=int, default=100, help="test images attacked (default: %(default)s)")
 parser.add_argument("--popsize", type=int, default=100, help="Pixel Attack population (authors: 400)")
@@ -37,11 +49,14 @@ parser.add_argument("--out", default="attention_under_attack.png")
 args = parser.parse_args()
 
 data = load_dataset("cifar10", train_size=args.train_size, test_size=args.images)
-if args.model:
-    model = load_model(args.model)
+model_name = args.model or ("resnet20" if "resnet20" in available_pretrained() else None)
+if model_name in available_pretrained():
+    model = pretrained(model_name)
+elif model_name:
+    model = load_model(model_name)
 else:
     model = get_model_builder(args.architecture)(input_shape=data.input_shape, num_classes=data.num_classes)
-    train_classifier(model, data, epochs=args.epochs, learning_rate=1e-3, augment=True, random_state=0)
+    train_classifier(model, data, recipe="fast", epochs=args.epochs, random_state=0)
 x, y = data.x_test, data.y_test
 correct = predict_labels(model, x) == y
 

@@ -137,6 +137,20 @@ def check_positive_float(value: Any, name: str) -> float:
     return float(value)
 
 
+def check_non_negative_float(value: Any, name: str) -> float:
+    """Return `value` as a float if it is a finite number >= 0, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be a number >= 0. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_fraction(value: Any, name: str) -> float:
+    """Return `value` as a float if it is a number in [0, 1), else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={value!r}")
+    return float(value)
+
+
 def check_input_shape(input_shape: Any, name: str = "input_shape") -> tuple[int, int, int]:
     """Return `input_shape` as an (H, W, C) tuple of positive ints, else raise ValueError."""
     try:

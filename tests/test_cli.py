@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -57,6 +58,18 @@ def test_train_command_trains_and_saves(tmp_path, capsys):
     from saliency_detect.models import load_model
 
     assert load_model(out).name == "mnist_net_f"
+
+
+def test_train_command_fast_recipe_writes_its_settings_on_the_card(tmp_path):
+    out = tmp_path / "f.keras"
+    argv = ["train", "--train-size", "128", "--test-size", "32", "--recipe", "fast", "--epochs", "1",
+            "--optimizer", "sgd", "--no-augment", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["recipe"] == "fast" and card["optimizer"] == "sgd" and card["augment"] is False
+    assert card["label_smoothing"] == 0.1 and card["weight_decay"] == 0.05 and card["batch_size"] == 256
+    assert card["epochs"] == 1 and card["learning_rate"] == 2e-3 and card["warmup"] == 0.2
+    assert card["command"].endswith("--out " + str(out))
 
 
 def test_train_command_default_output_name(tmp_path, monkeypatch):

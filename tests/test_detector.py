@@ -331,7 +331,7 @@ def test_save_refuses_to_replace_an_unrelated_folder(tiny, tmp_path):
         ({"patience": 0}, ValueError, "`patience` must be a positive integer"),
         ({"lr_patience": 1.5}, ValueError, "`lr_patience` must be a positive integer"),
         ({"lr_factor": 1.0}, ValueError, r"`lr_factor` must be in \(0, 1\)"),
-        ({"tol": -1e-3}, ValueError, r"`tol` must be a non-negative number"),
+        ({"tol": -1e-3}, ValueError, r"`tol` must be a number >= 0"),
         ({"threshold_rule": "youden"}, ValueError, "`threshold_rule` must be one of"),
         ({"normalization": "l2"}, ValueError, "`normalization` must be one of"),
     ],

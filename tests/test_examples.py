@@ -83,12 +83,19 @@ def test_reproduce_mnist_example_writes_the_report(tmp_path):
 
 
 def test_attention_under_attack_example_measures_and_draws(tmp_path, shared_data):
+    from saliency_detect.models import available_pretrained
+
+    # The pretrained CIFAR10-NET-f when shipped; else one trained here by the fast recipe.
+    # (Two epochs of Adam on 2,000 images classified 4 of 32 images correctly, too few and
+    # too uncertainly for PGD to fool any: CI failed so.)
+    if "cifar10_net_f" in available_pretrained():
+        model = ["--model", "cifar10_net_f"]
+    else:
+        model = ["--architecture", "cifar10_net_f", "--epochs", "3", "--train-size", "5000"]
     out = tmp_path / "attention.png"
     result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "attention_under_attack.py"),
-         "--architecture", "cifar10_net_f", "--epochs", "2", "--train-size", "2000", "--images", "32",
-         "--popsize", "40", "--max-iter", "3",
-         "--out", str(out)],
+        [sys.executable, str(REPO / "examples" / "attention_under_attack.py"), *model,
+         "--images", "32", "--popsize", "40", "--max-iter", "3", "--out", str(out)],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

@@ -19,7 +19,15 @@ def test_every_shipped_model_has_a_card():
     assert "mnist_net_f" in names
     for name in names:
         card = models.pretrained_info(name)
-        for key in ("command", "dataset", "data_fingerprint", "test_accuracy", "epochs", "library_version"):
+        for key in (
+            "command",
+            "dataset",
+            "data_fingerprint",
+            "test_accuracy",
+            "recipe",
+            "epochs",
+            "library_version",
+        ):
             assert key in card, (name, key)
         assert card["model"] == name and card["command"].startswith("saliency-detect train")
         assert len(card["data_fingerprint"]) == 64 and card["wall_clock_seconds"] > 0

@@ -71,6 +71,87 @@ def test_interrupted_training_resumes_from_the_backup(tiny, tmp_path):
     assert history.epoch == [2], "epochs 0 and 1 were finished before the interruption"
 
 
+class _Recorder(keras.callbacks.Callback):
+    """Records the learning rate of every step and the loss and optimizer trained with."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_begin(self, logs=None):
+        self.loss, self.optimizer = self.model.loss, self.model.optimizer
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def test_fast_recipe_warms_up_then_anneals_with_smoothed_labels(tiny):
+    # 256 images at batch 64: 4 steps per epoch, 5 epochs, the first 20 % (4 steps) warm-up.
+    recorder = _Recorder()
+    model = models.mnist_net_f()
+    history = models.train_classifier(
+        model,
+        tiny,
+        recipe="fast",
+        epochs=5,
+        batch_size=64,
+        learning_rate=0.01,
+        callbacks=[recorder],
+        verbose=0,
+    )
+    rates = np.array(recorder.rates)
+    assert len(rates) == 20 and rates[0] == pytest.approx(0.0, abs=1e-9)
+    assert rates.argmax() == 4 and rates.max() == pytest.approx(0.01, rel=1e-5)
+    assert np.all(np.diff(rates[:5]) > 0) and np.all(np.diff(rates[4:]) < 0) and rates[-1] < 0.001
+    assert type(recorder.optimizer).__name__ == "AdamW" and recorder.optimizer.weight_decay == pytest.approx(
+        0.05
+    )
+    assert recorder.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+    assert np.isfinite(history.history["val_loss"]).all()
+    # The trained model ends compiled for integer labels, whatever the recipe.
+    assert 0.0 <= model.evaluate(tiny.x_test, tiny.y_test, verbose=0)[1] <= 1.0
+
+
+def test_recipe_values_are_overridden_one_by_one(tiny):
+    recorder = _Recorder()
+    models.train_classifier(
+        models.mnist_net_f(), tiny, recipe="fast", epochs=1, optimizer="sgd", label_smoothing=0.0,
+        weight_decay=0.0, batch_size=128, callbacks=[recorder], verbose=0,
+    )  # fmt: skip
+    assert type(recorder.optimizer).__name__ == "SGD" and recorder.optimizer.nesterov
+    assert recorder.optimizer.momentum == pytest.approx(0.9) and recorder.optimizer.weight_decay is None
+    assert "label_smoothing" not in recorder.loss.get_config(), "hard labels train on the sparse loss"
+    assert len(recorder.rates) == 2
+    defaults = models.recipe_defaults("fast", "cifar10")
+    assert defaults == {**models.CLASSIFIER_RECIPES["fast"], **models.FAST_DEFAULTS["cifar10"]}
+    assert (
+        models.recipe_defaults("paper", "cifar10")["learning_rate"]
+        == models.PAPER_DEFAULTS["cifar10"]["learning_rate"]
+    )
+
+
+def test_paper_recipe_keeps_a_constant_rate(tiny):
+    recorder = _Recorder()
+    models.train_classifier(models.mnist_net_f(), tiny, epochs=2, callbacks=[recorder], verbose=0)
+    assert type(recorder.optimizer).__name__ == "Adam"
+    assert recorder.rates == pytest.approx([1e-3] * 4)
+
+
+def test_resumed_fast_training_continues_the_schedule(tiny, tmp_path):
+    kwargs = {"recipe": "fast", "epochs": 3, "batch_size": 64, "verbose": 0, "random_state": 0}
+    whole = _Recorder()
+    models.train_classifier(models.mnist_net_f(), tiny, callbacks=[whole], **kwargs)
+    with pytest.raises(RuntimeError, match="killed"):
+        models.train_classifier(
+            models.mnist_net_f(), tiny, backup_dir=tmp_path / "b", callbacks=[_StopAfter(0)], **kwargs
+        )
+    resumed = _Recorder()
+    models.train_classifier(
+        models.mnist_net_f(), tiny, backup_dir=tmp_path / "b", callbacks=[resumed], **kwargs
+    )
+    assert resumed.rates == pytest.approx(whole.rates[4:], abs=1e-9)
+
+
 def test_augmentation_flips_only_colour_images(tiny):
     assert [type(layer).__name__ for layer in _augmenter(1).layers] == ["RandomTranslation"]
     assert [type(layer).__name__ for layer in _augmenter(3).layers] == ["RandomFlip", "RandomTranslation"]
@@ -95,6 +176,20 @@ def test_training_argument_errors(tiny):
         models.train_classifier(model, tiny, epochs=0)
     with pytest.raises(ValueError, match="learning_rate"):
         models.train_classifier(model, tiny, learning_rate=-1.0)
+    with pytest.raises(ValueError, match=r"`recipe` must be one of \['fast', 'paper'\].*recipe='quick'"):
+        models.train_classifier(model, tiny, recipe="quick")
+    with pytest.raises(ValueError, match=r"`optimizer` must be one of \['adam', 'adamw', 'sgd'\].*'rmsprop'"):
+        models.train_classifier(model, tiny, optimizer="rmsprop")
+    with pytest.raises(
+        ValueError, match=r"`label_smoothing` must be in \[0, 1\)\. Received: label_smoothing=1\.0"
+    ):
+        models.train_classifier(model, tiny, label_smoothing=1.0)
+    with pytest.raises(
+        ValueError, match=r"`weight_decay` must be a number >= 0\. Received: weight_decay=-0\.1"
+    ):
+        models.train_classifier(model, tiny, weight_decay=-0.1)
+    with pytest.raises(ValueError, match="batch_size"):
+        models.train_classifier(model, tiny, batch_size=0)
     with pytest.raises(ValueError, match="10 outputs but the data set has 3 classes"):
         bad = Dataset("x", tiny.x_train, tiny.y_train % 3, tiny.x_test, tiny.y_test % 3, ("a", "b", "c"))
         models.train_classifier(model, bad, epochs=1)

@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `saliency-detect` with `argv` (default: `sys.argv[1:]`) and return its exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command line as given, for the records commands write (model cards)
     # Quiet TensorFlow's C++ start-up chatter for this process only, unless the user set it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("tensorflow").addFilter(_DropRetracingWarnings())

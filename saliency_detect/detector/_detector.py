@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -22,8 +21,10 @@ from sklearn.utils.validation import check_is_fitted
 from saliency_detect._batching import map_batches
 from saliency_detect._distribute import fitting_under, resolve_strategy, training_rows
 from saliency_detect._validation import (
+    check_fraction,
     check_images,
     check_input_shape,
+    check_non_negative_float,
     check_positive_float,
     check_positive_int,
     model_image_shape,
@@ -287,18 +288,14 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         factor = self.lr_factor
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < 1:
             raise ValueError(f"`lr_factor` must be in (0, 1). Received: lr_factor={factor!r}")
-        tol = self.tol
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < math.inf:
-            raise ValueError(f"`tol` must be a non-negative number. Received: tol={tol!r}")
+        check_non_negative_float(self.tol, "tol")
         if self.threshold_rule is not None and self.threshold_rule not in THRESHOLD_RULES:
             raise ValueError(
                 f"`threshold_rule` must be one of {THRESHOLD_RULES} or None (the recipe's). "
                 f"Received: threshold_rule={self.threshold_rule!r}"
             )
         check_positive_int(self.batch_size, "batch_size")
-        split = self.validation_split
-        if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 <= split < 1:
-            raise ValueError(f"`validation_split` must be in [0, 1). Received: validation_split={split!r}")
+        check_fraction(self.validation_split, "validation_split")
 
     def _recipe_value(self, name: str):
         """The parameter `name`, or the recipe's default for it when it is None."""

@@ -20,11 +20,14 @@ from saliency_detect.models._pretrained import (
     pretrained_info,
 )
 from saliency_detect.models._training import (
+    CLASSIFIER_RECIPES,
+    FAST_DEFAULTS,
     PAPER_DEFAULTS,
     classifier_accuracy,
     paper_classifier,
     paper_defaults,
     predict_labels,
+    recipe_defaults,
     train_classifier,
 )
 from saliency_detect.models._zoo import (
@@ -40,6 +43,8 @@ from saliency_detect.models._zoo import (
 )
 
 __all__ = [
+    "CLASSIFIER_RECIPES",
+    "FAST_DEFAULTS",
     "PAPER_DEFAULTS",
     "available_models",
     "available_pretrained",
@@ -59,6 +64,7 @@ __all__ = [
     "pretrained",
     "pretrained_for",
     "pretrained_info",
+    "recipe_defaults",
     "resnet20",
     "save_model",
     "train_classifier",
