@@ -56,6 +56,10 @@ def test_pretrained_errors_and_lookup():
     assert models.pretrained_for("mnist") == models.pretrained_for("mnist-sample") == "mnist_net_f"
     assert models.pretrained_for("mnist", "resnet20") is None
     assert models.pretrained_for("folder:/data/imagenet10") is None
+    shipped = set(models.available_pretrained())
+    assert models.pretrained_for("cifar10") == ("cifar10_net_f" if "cifar10_net_f" in shipped else None)
+    assert models.pretrained_for("cifar10", "resnet20") == ("resnet20" if "resnet20" in shipped else None)
+    assert models.pretrained_for("cifar10", "mnist_net_f") is None, "MNIST-NET-f does not serve CIFAR-10"
 
 
 def test_each_load_is_a_fresh_model():
