@@ -383,6 +383,152 @@ def test_a_set_made_under_another_default_is_refused(model, tmp_path):
         attacks.generate_adversarial_set(model, X, None, darken, {}, path, verbose=False)
 
 
+def _set(model, path, **kwargs):
+    return attacks.generate_adversarial_set(
+        model, X, None, "fgsm", {"eps": 0.2}, path, chunk_size=4, verbose=False, **kwargs
+    )
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["edited pixel", "nan pixel", "edited label", "flipped compressed bytes"],
+)
+def test_a_damaged_set_is_refused_by_the_loader_and_repaired_by_the_generator(model, tmp_path, damage):
+    path = _set(model, tmp_path / "set.h5")
+    original = attacks.load_adversarial_set(path)
+    if damage == "flipped compressed bytes":
+        with h5py.File(path, "r") as file:
+            offset = file["x_adv"].id.get_chunk_info(1).byte_offset  # the second chunk's gzip stream
+        raw = bytearray(path.read_bytes())
+        for k in range(offset + 20, offset + 60):
+            raw[k] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    else:
+        with h5py.File(path, "r+") as file:
+            if damage == "edited label":
+                file["y_adv"][5] = file["y_adv"][5] + 1
+            else:
+                file["x_adv"][5, 0, 0, 0] = 7.0 if damage == "edited pixel" else np.nan
+    with pytest.raises(ValueError, match=r"is damaged: chunk\(s\) \[1\]"):
+        attacks.load_adversarial_set(path)
+    with pytest.warns(UserWarning, match=r"1 of its 3 chunk\(s\) of 4 images .* Recomputing"):
+        _set(model, path)
+    repaired = attacks.load_adversarial_set(path)
+    for key in ("x_adv", "y", "y_adv", "success", "l0", "l2", "linf"):
+        np.testing.assert_array_equal(getattr(repaired, key), getattr(original, key))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set.h5"]
+
+
+@pytest.mark.parametrize("name", ["set.h5", "set.h5.partial"])
+def test_a_truncated_cache_is_refused_with_its_path_and_the_fix(model, tmp_path, name):
+    path = _set(model, tmp_path / "set.h5")
+    data = path.read_bytes()
+    path.unlink()
+    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"'.*{name}' is damaged and cannot be opened .* Delete it"):
+        _set(model, tmp_path / "set.h5")
+
+
+def test_a_resumed_partial_set_recomputes_its_damaged_chunks(model, tmp_path, monkeypatch):
+    whole = attacks.load_adversarial_set(_set(model, tmp_path / "whole.h5"))
+    calls = {"n": 0}
+    real = attacks.get_attack("fgsm")
+
+    @functools.wraps(real)
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise _Interrupt
+        return real(*args, **kwargs)
+
+    target = tmp_path / "resumed.h5"
+    with pytest.raises(_Interrupt):
+        attacks.generate_adversarial_set(
+            model, X, None, flaky, {"eps": 0.2}, target, chunk_size=4, verbose=False
+        )
+    with h5py.File(str(target) + ".partial", "r+") as partial:
+        assert partial.attrs["n_done"] == 8
+        partial["x_adv"][0, 0, 0, 0] = np.nan  # damage the first finished chunk
+    calls["n"] = 10
+    attacks.generate_adversarial_set(model, X, None, flaky, {"eps": 0.2}, target, chunk_size=4, verbose=False)
+    assert calls["n"] == 12, "only the damaged chunk and the unfinished one are computed"
+    np.testing.assert_array_equal(attacks.load_adversarial_set(target).x_adv, whole.x_adv)
+
+
+def test_a_second_writer_of_the_same_set_stops_with_a_clear_error(model, tmp_path):
+    import json
+    import os
+    import socket
+
+    path = tmp_path / "set.h5"
+    lock = tmp_path / "set.h5.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))  # a live owner
+    with pytest.raises(
+        FileExistsError, match=rf"being written by process {os.getpid()}.*delete the lock file"
+    ):
+        _set(model, path)
+    assert not path.exists() and not (tmp_path / "set.h5.partial").exists()
+    lock.write_text(json.dumps({"host": "another-machine", "pid": 1}))  # cannot be checked from here
+    with pytest.raises(FileExistsError, match="another-machine"):
+        _set(model, path)
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(model, tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "set.h5.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
+    path = _set(model, tmp_path / "set.h5")
+    assert attacks.load_adversarial_set(path).x_adv.shape == X.shape
+    assert not (tmp_path / "set.h5.lock").exists(), "the lock is released when the set is written"
+
+
+def test_two_concurrent_writers_without_hdf5_locking(model, tmp_path):
+    """Two processes, HDF5's file locking off: one writes, the other stops; the set is whole."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    model_path = tmp_path / "f.keras"
+    model.save(model_path)
+    np.save(tmp_path / "x.npy", X)
+    release = tmp_path / "release"
+    script = (
+        "import os, time, numpy as np, keras\n"
+        "from saliency_detect import attacks\n"
+        "from saliency_detect.attacks import fgsm\n"
+        "def held(model, x, y=None, *, eps=0.2):\n"
+        f"    while not os.path.exists({str(release)!r}):  # hold the write until released\n"
+        "        time.sleep(0.05)\n"
+        "    return fgsm(model, x, y, eps=eps)\n"
+        f"m = keras.models.load_model({str(model_path)!r})\n"
+        f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+        f"attacks.generate_adversarial_set(m, x, None, held, {{}}, {str(tmp_path / 'set.h5')!r}, "
+        "chunk_size=2, verbose=False)\n"
+    )
+    env = dict(os.environ, HDF5_USE_FILE_LOCKING="FALSE")
+    first = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "set.h5.lock").exists() and time.monotonic() < deadline:
+            assert first.poll() is None, first.stderr.read()
+            time.sleep(0.1)
+        second = subprocess.run([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True)
+    finally:
+        release.touch()
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert second.returncode != 0
+    assert "is being written by process" in second.stderr
+    with h5py.File(tmp_path / "set.h5", "r") as file:
+        assert "completed" in file.attrs
+    assert attacks.load_adversarial_set(tmp_path / "set.h5").x_adv.shape == X.shape
+
+
 def test_loading_something_else_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="No adversarial set"):
         attacks.load_adversarial_set(tmp_path / "none.h5")

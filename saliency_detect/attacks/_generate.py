@@ -8,6 +8,7 @@ import hashlib
 import inspect
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,24 @@ import tensorflow as tf
 from numpy.typing import ArrayLike
 
 from saliency_detect._distribute import resolve_strategy
+from saliency_detect._files import exclusive_lock
 from saliency_detect._validation import check_images, check_labels, check_positive_int, model_image_shape
 from saliency_detect._version import __version__
 from saliency_detect.attacks._registry import check_params, effective_params, resolve_attack
 from saliency_detect.models._io import model_fingerprint
 from saliency_detect.models._training import predict_labels
 
-_FORMAT = "saliency_detect.adversarial_set/1"
+_FORMAT = "saliency_detect.adversarial_set/2"  # /2: a SHA-256 per chunk
+# Per-image fields and their stored types; each chunk's checksum covers them in this order.
+_FIELDS = {
+    "x_adv": "float32",
+    "y": "int64",
+    "y_adv": "int64",
+    "success": "bool",
+    "l0": "int64",
+    "l2": "float32",
+    "linf": "float32",
+}
 _IDENTITY = ("format", "attack", "params", "model_fingerprint", "data_fingerprint", "chunk_size")
 
 
@@ -134,10 +146,18 @@ def generate_adversarial_set(
     run called again with the same arguments resumes after the last written chunk and
     produces the same file as an uninterrupted run (for attacks that take `random_state`,
     each chunk is seeded from `params["random_state"]`, default 0, and the chunk's
-    position). The finished file is renamed to `path`
-    atomically. A finished or partial file made by another model, data, attack or
-    parameters is refused, never silently reused; a finished matching file is returned as
-    it is.
+    position). The finished file is renamed to `path` atomically. A finished or partial
+    file made by another model, data, attack or parameters is refused, never silently
+    reused.
+
+    The cache checks its own content: every chunk is written with a SHA-256 of its
+    values, and a file is marked completed only after every chunk has been read back and
+    verified. A finished matching file is returned after the same check; chunks that
+    fail it (flipped bytes, edited or NaN pixels) are recomputed, with a warning. A file
+    too damaged to open (truncated) is refused with its path. While the set is written,
+    `PATH.lock` is held, so a second run writing the same path stops with a clear error
+    instead of interleaving its writes (this holds with HDF5's file locking switched
+    off too); a lock left by a killed run of this machine is taken over.
 
     Sets larger than memory: pass `x` as an `h5py.Dataset` (or a `numpy.memmap`); it is
     read, validated and attacked `chunk_size` images at a time, so memory stays bounded
@@ -162,8 +182,10 @@ def generate_adversarial_set(
         The path of the finished file.
 
     Raises:
-        ValueError: for a file made with another configuration, invalid images, labels
-            or parameters.
+        ValueError: for a file made with another configuration or too damaged to open,
+            invalid images, labels or parameters.
+        FileExistsError: if another live run is writing `path` (its lock file exists).
+        OSError: if the written content does not read back as written (failing storage).
 
     Examples:
         >>> import numpy as np, tempfile, os
@@ -199,9 +221,6 @@ def generate_adversarial_set(
 
     labels = None if y is None else check_labels(y, n=len(x), name="y")
     path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    takes_seed = "random_state" in inspect.signature(fn).parameters
-    base_seed = int(params.get("random_state") or 0)
     expected = {
         "format": _FORMAT,
         "attack": name,
@@ -210,16 +229,37 @@ def generate_adversarial_set(
         "data_fingerprint": _data_fingerprint(x, labels, chunk_size=chunk_size, read=read),
         "chunk_size": chunk_size,
     }
+    with exclusive_lock(path):
+        return _write_set(path, expected, model, fn, params, x, read, labels, chunk_size, verbose, strategy)
+
+
+def _write_set(
+    path: Path, expected, model, fn, params, x, read, labels, chunk_size, verbose, strategy
+) -> Path:
+    """Make `path` hold the verified set: reuse it, repair its damaged chunks, or resume or start it."""
+    partial = path.with_name(path.name + ".partial")
+    n, n_chunks = len(x), -(-len(x) // chunk_size)
+    redo: set[int] = set()
     if path.exists():
-        with h5py.File(path, "r") as file:
+        with _open(path, "r") as file:
             _check_identity(file, expected, path)
-        return path
+            redo = set(_damaged_chunks(file, chunk_size))
+        if not redo:
+            return path
+        warnings.warn(
+            f"'{path}' is damaged: {len(redo)} of its {n_chunks} chunk(s) of {chunk_size} images do not "
+            "match their checksums or hold invalid values. Recomputing those chunks.",
+            stacklevel=3,
+        )
+        os.replace(path, partial)
     path.parent.mkdir(parents=True, exist_ok=True)
-    n = len(x)
     if partial.exists():
-        file = h5py.File(partial, "r+")
+        file = _open(partial, "r+")
         try:
             _check_identity(file, expected, partial)
+            redo |= set(_damaged_chunks(file, chunk_size))
+            if "completed" in file.attrs:
+                del file.attrs["completed"]
         except BaseException:
             file.close()
             raise
@@ -230,49 +270,99 @@ def generate_adversarial_set(
         chunks = (min(chunk_size, n), *x.shape[1:])
         file.create_dataset("x_adv", shape=x.shape, dtype="float32", chunks=chunks, compression="gzip")
         file.create_dataset("index", data=np.arange(n, dtype=np.int64))
-        for key, dtype in (
-            ("y", "int64"),
-            ("y_adv", "int64"),
-            ("l0", "int64"),
-            ("l2", "float32"),
-            ("linf", "float32"),
-        ):
-            file.create_dataset(key, shape=(n,), dtype=dtype)
-        file.create_dataset("success", shape=(n,), dtype="bool")
+        for key, dtype in _FIELDS.items():
+            if key != "x_adv":
+                file.create_dataset(key, shape=(n,), dtype=dtype)
+        file.create_dataset("chunk_sha256", shape=(n_chunks,), dtype="S64")
+    takes_seed = "random_state" in inspect.signature(fn).parameters
+    base_seed = int(params.get("random_state") or 0)
     with file:
         done = int(file.attrs["n_done"])
+        todo = sorted(redo | set(range(-(-done // chunk_size), n_chunks)))
         bar = keras.utils.Progbar(n, unit_name="image") if verbose else None
-        if bar is not None and done:
-            bar.update(done)
-        for start, stop in _chunks(x, chunk_size, done):
+        finished = n - sum(min(chunk_size, n - i * chunk_size) for i in todo)
+        if bar is not None and finished:
+            bar.update(finished)
+        for i in todo:
+            start, stop = i * chunk_size, min((i + 1) * chunk_size, n)
             x_chunk = read(start, stop)
             y_chunk = None if labels is None else labels[start:stop]
             call = dict(params)
             if takes_seed:
-                call["random_state"] = base_seed + start // chunk_size
+                call["random_state"] = base_seed + i
             with strategy.scope():
                 x_adv = np.asarray(fn(model, x_chunk, y_chunk, **call), dtype=np.float32)
                 predicted = predict_labels(model, x_adv, clip_range=None)
                 used = predict_labels(model, x_chunk, clip_range=None) if y_chunk is None else y_chunk
             success = predicted == used if params.get("targeted") else predicted != used
             l0, l2, linf = _norms(x_chunk, x_adv)
-            file["x_adv"][start:stop] = x_adv
-            for key, value in (
-                ("y", used),
-                ("y_adv", predicted),
-                ("success", success),
-                ("l0", l0),
-                ("l2", l2),
-                ("linf", linf),
-            ):
+            values = {
+                "x_adv": x_adv,
+                "y": used,
+                "y_adv": predicted,
+                "success": success,
+                "l0": l0,
+                "l2": l2,
+                "linf": linf,
+            }
+            values = {key: np.asarray(value, dtype=_FIELDS[key]) for key, value in values.items()}
+            for key, value in values.items():
                 file[key][start:stop] = value
-            file.attrs["n_done"] = stop
+            # The checksum is written with its chunk, from the values written.
+            file["chunk_sha256"][i] = _digest(values).encode("ascii")
+            file.attrs["n_done"] = max(int(file.attrs["n_done"]), stop)
             file.flush()
+            finished += stop - start
             if bar is not None:
-                bar.update(stop)
+                bar.update(finished)
+        # The completed flag is set only on content read back and verified.
+        still = _damaged_chunks(file, chunk_size)
+        if still:
+            raise OSError(
+                f"'{partial}' does not read back as written (chunks {still} fail their checksums): the "
+                "storage under it is unreliable. Write the set to another disk."
+            )
         file.attrs["completed"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
     os.replace(partial, path)
     return path
+
+
+def _digest(values: dict[str, np.ndarray]) -> str:
+    """SHA-256 of one chunk's fields, in `_FIELDS` order."""
+    digest = hashlib.sha256()
+    for key in _FIELDS:
+        digest.update(np.ascontiguousarray(values[key]).tobytes())
+    return digest.hexdigest()
+
+
+def _damaged_chunks(file: h5py.File, chunk_size: int) -> list[int]:
+    """Indices of the written chunks whose content is unreadable, invalid or fails its checksum."""
+    n, done = len(file["index"]), int(file.attrs["n_done"])
+    low, high = json.loads(file.attrs["params"]).get("clip_range", (0.0, 1.0)) or (-np.inf, np.inf)
+    damaged = []
+    for i in range(-(-done // chunk_size)):
+        start, stop = i * chunk_size, min((i + 1) * chunk_size, n)
+        try:
+            values = {key: file[key][start:stop] for key in _FIELDS}
+            stored = file["chunk_sha256"][i].decode("ascii")
+        except (OSError, KeyError, ValueError, UnicodeDecodeError):
+            damaged.append(i)
+            continue
+        x_adv = values["x_adv"]
+        valid = np.isfinite(x_adv).all() and x_adv.min() >= low - 1e-6 and x_adv.max() <= high + 1e-6
+        if not valid or _digest(values) != stored:
+            damaged.append(i)
+    return damaged
+
+
+def _open(path: Path, mode: str) -> h5py.File:
+    """Open a cached set, or raise naming the file and the fix when it cannot be read."""
+    try:
+        return h5py.File(path, mode)
+    except OSError as e:
+        raise ValueError(
+            f"'{path}' is damaged and cannot be opened ({e}). Delete it and run again to recompute it."
+        ) from e
 
 
 def load_adversarial_set(path: str | os.PathLike[str]) -> AdversarialSet:
@@ -281,7 +371,8 @@ def load_adversarial_set(path: str | os.PathLike[str]) -> AdversarialSet:
     Raises:
         FileNotFoundError: if there is no file at `path` (a `.partial` file is unfinished:
             rerun the generator to complete it).
-        ValueError: if the file is not an adversarial set or is damaged.
+        ValueError: if the file is not an adversarial set, was written by another version,
+            or is damaged (a chunk fails its checksum or holds NaN or out-of-range pixels).
     """
     path = Path(path)
     if not path.is_file():
@@ -294,7 +385,20 @@ def load_adversarial_set(path: str | os.PathLike[str]) -> AdversarialSet:
     try:
         with h5py.File(path, "r") as file:
             if file.attrs.get("format") != _FORMAT:
+                found = file.attrs.get("format")
+                if isinstance(found, str) and found.startswith("saliency_detect.adversarial_set/"):
+                    raise ValueError(
+                        f"'{path}' was written by another version of saliency_detect ({found}, this one "
+                        f"reads {_FORMAT}). Delete it and rerun the generator to recompute it."
+                    )
                 raise ValueError(f"'{path}' is not an adversarial set written by saliency_detect.")
+            damaged = _damaged_chunks(file, int(file.attrs["chunk_size"]))
+            if damaged:
+                raise ValueError(
+                    f"'{path}' is damaged: chunk(s) {damaged} do not match their checksums or hold invalid "
+                    "values. Rerun generate_adversarial_set (or `saliency-detect attack`) with the same "
+                    "arguments to recompute them."
+                )
             arrays = {
                 key: file[key][()] for key in ("x_adv", "index", "y", "y_adv", "success", "l0", "l2", "linf")
             }
