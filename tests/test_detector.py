@@ -276,22 +276,93 @@ def test_load_refuses_another_classifier(tiny, tmp_path):
     assert SaliencyDetector.load(path, other, check_fingerprint=False).classifier is other
 
 
+def _rehash(path):
+    """Rewrite `path`'s manifest to match its files, as a careless tool editing the folder would."""
+    import hashlib
+
+    manifest = json.loads((path / "manifest.json").read_text())
+    for name in manifest["sha256"]:
+        manifest["sha256"][name] = hashlib.sha256((path / name).read_bytes()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_load_refuses_tampered_or_corrupt_files(tiny, tmp_path):
     path = tiny.save(tmp_path / "det")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert sorted(manifest["sha256"]) == ["classifier.keras", "config.json", "detector.keras"]
     data = bytearray((path / "detector.keras").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (path / "detector.keras").write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="modified"):
+    with pytest.raises(ValueError, match=r"detector.keras' is missing or was modified"):
         SaliencyDetector.load(path)
-    (path / "config.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not a valid SaliencyDetector configuration"):
+    # The configuration is covered too: a raised threshold would make the detector flag nothing.
+    path = tiny.save(tmp_path / "det2")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "threshold": 1e9}))
+    with pytest.raises(ValueError, match=r"config.json' is missing or was modified"):
         SaliencyDetector.load(path)
-    config = tiny.save(tmp_path / "det2") / "config.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "format": "something-else"}))
-    with pytest.raises(ValueError, match="format"):
-        SaliencyDetector.load(tmp_path / "det2")
     with pytest.raises(FileNotFoundError, match="No saved SaliencyDetector"):
         SaliencyDetector.load(tmp_path / "missing")
+
+
+def test_load_refuses_a_folder_whose_manifest_does_not_cover_it(tiny, trained_mnist_f, tmp_path):
+    path = tiny.save(tmp_path / "det")
+    other = tiny.save(tmp_path / "other", include_classifier=False)
+    # Deleting a checksum entry does not let a swapped file through.
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["sha256"]["detector.keras"]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "detector.keras").write_bytes((other / "detector.keras").read_bytes())
+    with pytest.raises(ValueError, match=r"\['detector.keras'\] that its manifest does not list"):
+        SaliencyDetector.load(path)
+    # A file added beside the listed ones (a classifier slipped in) is refused as well.
+    (other / "classifier.keras").write_bytes((path / "classifier.keras").read_bytes())
+    with pytest.raises(ValueError, match=r"\['classifier.keras'\]"):
+        SaliencyDetector.load(other)
+    # No manifest at all: an older folder or a damaged one.
+    (other / "classifier.keras").unlink()
+    (other / "manifest.json").unlink()
+    with pytest.raises(ValueError, match=r"no manifest\.json"):
+        SaliencyDetector.load(other, trained_mnist_f)
+    (path / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a valid manifest"):
+        SaliencyDetector.load(path)
+
+
+def test_load_compares_the_stored_classifier_with_the_fit_time_fingerprint(tiny, tmp_path):
+    path = tiny.save(tmp_path / "det")
+    from saliency_detect.models import save_model
+
+    save_model(mnist_net_f(), path / "classifier.keras")  # another classifier, manifest rewritten
+    _rehash(path)
+    with pytest.raises(ValueError, match=r"not the classifier the detector .* fingerprint differs"):
+        SaliencyDetector.load(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.pop("threshold"), "no field 'threshold'"),
+        (lambda c: c.update(threshold="high"), "could not convert"),
+        (lambda c: c.update(input_shape=[28, 28]), "input_shape must have 3 entries"),
+        (lambda c: c.update(params={**c["params"], "colour": 1}), "unexpected keyword"),
+        (lambda c: c.update(format="something-else"), "format 'something-else'"),
+    ],
+)
+def test_load_names_a_malformed_configuration_field(tiny, tmp_path, edit, message):
+    path = tiny.save(tmp_path / "det")
+    config = json.loads((path / "config.json").read_text())
+    edit(config)
+    (path / "config.json").write_text(json.dumps(config))
+    _rehash(path)
+    with pytest.raises(
+        ValueError, match=rf"config.json' is not a valid SaliencyDetector configuration.*{message}"
+    ):
+        SaliencyDetector.load(path)
+    (path / "config.json").write_text("{not json")
+    _rehash(path)
+    with pytest.raises(ValueError, match="not a valid SaliencyDetector configuration"):
+        SaliencyDetector.load(path)
 
 
 def test_a_failed_save_leaves_nothing_behind(tiny, tmp_path, monkeypatch):

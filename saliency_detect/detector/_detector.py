@@ -40,7 +40,8 @@ from saliency_detect.detector._features import (
 from saliency_detect.models._io import load_model, model_fingerprint, save_model
 from saliency_detect.models._zoo import cifar10_net_d, mnist_net_d, vgg16_d
 
-_FORMAT = "saliency_detect.SaliencyDetector/1"
+_FORMAT = "saliency_detect.SaliencyDetector/2"  # /2: checksums in manifest.json
+_MANIFEST = "saliency_detect.manifest/1"
 _SCALE_SAMPLE = 1024
 
 #: Recipes of D: the defaults each one gives `epochs`, `learning_rate`, `threshold_rule`
@@ -566,10 +567,11 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         """Save the fitted detector to a folder, atomically.
 
         The folder holds `detector.keras` (D), `config.json` (parameters, threshold,
-        saliency scale, the classifier's fingerprint and a SHA-256 of every file) and,
-        unless `include_classifier=False`, `classifier.keras`, so `load` works without
-        the classifier at hand. The folder is written next to `path` and renamed into
-        place; an existing detector folder at `path` is replaced.
+        saliency scale, the classifier's fingerprint), unless `include_classifier=False`
+        `classifier.keras` (so `load` works without the classifier at hand), and
+        `manifest.json`, the SHA-256 of every other file, which `load` checks. The
+        folder is written next to `path` and renamed into place; an existing detector
+        folder at `path` is replaced.
 
         Args:
             path: the folder to write.
@@ -609,9 +611,11 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
                 "saliency_scale": self.saliency_scale_,
                 "input_shape": list(self.input_shape_),
                 "classifier_fingerprint": self.classifier_fingerprint_,
-                "sha256": {name: _sha256(tmp / name) for name in files},
             }
             (tmp / "config.json").write_text(json.dumps(config, indent=2))
+            files.append("config.json")
+            manifest = {"format": _MANIFEST, "sha256": {name: _sha256(tmp / name) for name in files}}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
             _replace_dir(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -645,32 +649,39 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
                 one the detector was fitted for.
         """
         path = Path(path)
+        _verify_manifest(path)
         config_path = path / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(
-                f"No saved SaliencyDetector at '{path}': expected a folder with config.json."
-            )
         try:
             config = json.loads(config_path.read_text())
-            if config.get("format") != _FORMAT:
-                raise ValueError(f"format {config.get('format')!r}, expected {_FORMAT!r}")
-            params, checksums = dict(config["params"]), dict(config["sha256"])
-        except (ValueError, KeyError, TypeError) as e:
+            if not isinstance(config, dict) or config.get("format") != _FORMAT:
+                found = config.get("format") if isinstance(config, dict) else None
+                raise ValueError(f"format {found!r}, expected {_FORMAT!r}")
+            params = dict(config["params"])
+            threshold = float(config["threshold"])
+            scale = float(config["saliency_scale"])
+            image_shape = [int(d) for d in config["input_shape"]]
+            fingerprint = str(config["classifier_fingerprint"])
+            if len(image_shape) != 3 or not all(np.isfinite([threshold, scale])):
+                raise ValueError("input_shape must have 3 entries and threshold, saliency_scale be finite")
+        except KeyError as e:
+            raise ValueError(
+                f"'{config_path}' is not a valid SaliencyDetector configuration: no field {e}."
+            ) from e
+        except (ValueError, TypeError) as e:
             raise ValueError(f"'{config_path}' is not a valid SaliencyDetector configuration ({e}).") from e
-        for name, digest in checksums.items():
-            file = path / name
-            if not file.is_file() or _sha256(file) != digest:
-                raise ValueError(
-                    f"'{file}' is missing or was modified after the detector was saved (SHA-256 mismatch); "
-                    "refusing to load it."
-                )
+        stored = path / "classifier.keras"
         if classifier is None:
-            if "classifier.keras" not in checksums:
+            if not stored.is_file():
                 raise FileNotFoundError(
                     f"'{path}' was saved without its classifier: pass `classifier=` to `load`."
                 )
-            classifier = load_model(path / "classifier.keras")
-        elif check_fingerprint and model_fingerprint(classifier) != config["classifier_fingerprint"]:
+            classifier = load_model(stored)
+            if model_fingerprint(classifier) != fingerprint:
+                raise ValueError(
+                    f"'{stored}' is not the classifier the detector in '{path}' was fitted for (its "
+                    "fingerprint differs from the one recorded at fit time); refusing to load it."
+                )
+        elif check_fingerprint and model_fingerprint(classifier) != fingerprint:
             raise ValueError(
                 f"The classifier passed to `load` is not the one the detector in '{path}' was fitted for "
                 "(its architecture or weights differ). Pass the original classifier, or "
@@ -678,14 +689,17 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             )
         if params.get("clip_range") is not None:
             params["clip_range"] = tuple(params["clip_range"])
-        detector = cls(classifier, **params)
+        try:
+            detector = cls(classifier, **params)
+        except TypeError as e:
+            raise ValueError(f"'{config_path}' is not a valid SaliencyDetector configuration ({e}).") from e
         detector._set_fitted(
             load_model(path / "detector.keras", compile=False),
-            scale=config["saliency_scale"],
-            threshold=config["threshold"],
-            image_shape=config["input_shape"],
+            scale=scale,
+            threshold=threshold,
+            image_shape=image_shape,
         )
-        detector.classifier_fingerprint_ = config["classifier_fingerprint"]
+        detector.classifier_fingerprint_ = fingerprint
         detector.threshold_source_ = str(config.get("threshold_source", "probability 0.5"))
         return detector
 
@@ -746,6 +760,44 @@ def _clean_sample_from_dataset(dataset: tf.data.Dataset) -> np.ndarray:
     if not sample:
         raise ValueError("The dataset passed to `fit` is empty.")
     return check_images(np.concatenate(sample)[:_SCALE_SAMPLE], name="dataset images")
+
+
+def _verify_manifest(path: Path) -> None:
+    """Refuse a detector folder unless `manifest.json` lists exactly its files and each matches."""
+    manifest_path = path / "manifest.json"
+    if not (path / "config.json").is_file() and not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"No saved SaliencyDetector at '{path}': expected a folder with manifest.json and config.json."
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != _MANIFEST:
+            raise ValueError(f"format {manifest.get('format')!r}, expected {_MANIFEST!r}")
+        checksums = {str(name): str(digest) for name, digest in dict(manifest["sha256"]).items()}
+    except FileNotFoundError:
+        raise ValueError(
+            f"'{path}' has no manifest.json (a detector saved by an older version, or a damaged folder): "
+            "its files cannot be verified, so it is not loaded. Fit and save the detector again."
+        ) from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f"'{manifest_path}' is not a valid manifest ({e}); refusing to load '{path}'."
+        ) from e
+    present = {p.name for p in path.iterdir() if p.is_file() and p.name != "manifest.json"}
+    required = {"config.json", "detector.keras"}
+    unlisted = sorted((present | required) - set(checksums))
+    if unlisted:
+        raise ValueError(
+            f"'{path}' holds or needs file(s) {unlisted} that its manifest does not list; refusing to load "
+            "a folder whose content cannot be verified."
+        )
+    for name, digest in checksums.items():
+        file = path / name
+        if not file.is_file() or _sha256(file) != digest:
+            raise ValueError(
+                f"'{file}' is missing or was modified after the detector was saved (SHA-256 mismatch); "
+                "refusing to load it."
+            )
 
 
 def _sha256(path: Path) -> str:
