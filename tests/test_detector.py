@@ -179,6 +179,77 @@ def test_fit_and_score_a_tf_data_pipeline(trained_mnist_f, fgsm_sets):
         det.fit(data, labels)
 
 
+def _pairs(fgsm_sets, n=64):
+    images = np.concatenate([fgsm_sets["x_train"][:n], fgsm_sets["x_train_adv"][:n]])
+    labels = np.r_[np.zeros(n), np.ones(n)].astype("float32")
+    order = np.random.default_rng(0).permutation(2 * n)
+    return images[order], labels[order]
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        # One NaN image labelled adversarial (it used to give an all-NaN kernel that flags nothing).
+        (lambda x, y: (x.__setitem__((40, 3, 3), np.nan), y), r"Batch 1 of the training dataset holds NaN"),
+        # Later batches on the 0-255 scale (they used to train silently, loss 10.7).
+        (
+            lambda x, y: (x.__setitem__(slice(96, None), x[96:] * 255), y),
+            r"Batch 3 .* outside the clip range",
+        ),
+        (lambda x, y: (x, y.__setitem__(5, 2.0)), r"Batch 0 .* labels other than 0"),
+        # Only clean labels: it used to fit and flag nothing.
+        (lambda x, y: (x, y.__setitem__(slice(None), 0.0)), r"both classes .* only clean \(0\) labels, 128"),
+    ],
+)
+def test_fit_refuses_a_dataset_with_a_bad_batch(trained_mnist_f, fgsm_sets, spoil, message):
+    images, labels = _pairs(fgsm_sets)
+    spoil(images, labels)
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32)
+    detector = SaliencyDetector(trained_mnist_f, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        detector.fit(data)
+    assert not hasattr(detector, "detector_")
+    # The same checks guard a validation dataset beside array training data.
+    x, y = _pairs(fgsm_sets)
+    with pytest.raises(ValueError, match=message.replace("training", "validation")):
+        detector.fit(x, y, validation_data=data)
+
+
+def test_fit_refuses_datasets_of_the_wrong_form(trained_mnist_f, fgsm_sets):
+    images, labels = _pairs(fgsm_sets)
+    detector = SaliencyDetector(trained_mnist_f, epochs=1, verbose=0)
+    unbatched = tf.data.Dataset.from_tensor_slices((images, labels))
+    with pytest.raises(ValueError, match=r"batches of images \(N, H, W, C\).*dataset.batch"):
+        detector.fit(unbatched)
+    as_uint8 = tf.data.Dataset.from_tensor_slices(((images * 255).astype(np.uint8), labels)).batch(32)
+    with pytest.raises(ValueError, match=r"floating-point images.*dtype=uint8"):
+        detector.fit(as_uint8)
+    with pytest.raises(ValueError, match=r"expected \(N, 28, 28, 1\)"):
+        detector.fit(tf.data.Dataset.from_tensor_slices((images[:, :20, :20], labels)).batch(32))
+    with pytest.raises(ValueError, match="infinite"):
+        detector.fit(tf.data.Dataset.from_tensor_slices((images, labels)).batch(32).repeat())
+    with pytest.raises(ValueError, match="is empty"):
+        detector.fit(tf.data.Dataset.from_tensor_slices((images, labels)).batch(32).take(0))
+
+
+def test_a_random_pipeline_is_checked_while_training(trained_mnist_f, fgsm_sets):
+    """A batch the scan did not see (random augmentation) is still caught, as a ValueError."""
+    images, labels = _pairs(fgsm_sets)
+    calls = tf.Variable(0)
+
+    def brighten_on_the_second_pass(x, y):
+        calls.assign_add(1)
+        return tf.cond(calls > 4, lambda: x * 255.0, lambda: x), y
+
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32).map(brighten_on_the_second_pass)
+    for cache in (False, True):
+        calls.assign(0)
+        with pytest.raises(
+            ValueError, match=r"A batch of the training dataset .* outside the clip range.*during training"
+        ):
+            SaliencyDetector(trained_mnist_f, epochs=2, verbose=0, cache_saliency=cache).fit(data)
+
+
 def test_a_dataset_is_checked_batch_by_batch_as_arrays_are(tiny, fgsm_sets):
     probe = fgsm_sets["x_test"][:20].copy()
     labelled = tf.data.Dataset.from_tensor_slices((probe, np.zeros(20))).batch(8)

@@ -31,6 +31,7 @@ from saliency_detect._validation import (
 )
 from saliency_detect._version import __version__
 from saliency_detect.detector._base import BinaryDetectorMixin, balanced_threshold, split_fit_data
+from saliency_detect.detector._datasets import checked_dataset, dataset_errors, scan_dataset
 from saliency_detect.detector._features import (
     DETECTOR_SALIENCY,
     INPUT_MODES,
@@ -376,9 +377,13 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
                 raise ValueError(
                     "With a tf.data.Dataset as `X`, `y` must be None: the dataset yields the labels."
                 )
-            train, validation, clean_sample = X, validation_data, _clean_sample_from_dataset(X)
+            train, validation = self._checked_datasets(X, validation_data, image_shape)
+            with dataset_errors(self.clip_range):
+                clean_sample = _clean_sample_from_dataset(train)
             image_shape = tuple(clean_sample.shape[1:])
         else:
+            if isinstance(validation_data, tf.data.Dataset):
+                validation_data = self._checked_datasets(None, validation_data, image_shape)[1]
             x, labels = split_fit_data(X, y, clip_range=self.clip_range, expected_shape=image_shape)
             image_shape = tuple(x.shape[1:])
             order = np.random.default_rng(self.random_state).permutation(len(x))
@@ -406,10 +411,11 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             if self.cache_saliency:
                 # D alone, on detector inputs computed once.
                 model = detector
-                train, validation = (
-                    _precompute(features, train, self.batch_size),
-                    _precompute(features, validation, self.batch_size),
-                )
+                with dataset_errors(self.clip_range):
+                    train, validation = (
+                        _precompute(features, train, self.batch_size),
+                        _precompute(features, validation, self.batch_size),
+                    )
             else:
                 inputs = keras.Input(image_shape, name="image")
                 model = keras.Model(inputs, detector(features(inputs)), name="saliency_detector")
@@ -424,7 +430,7 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         recipe_callbacks = self._training_callbacks(validation is not None)
         all_callbacks += recipe_callbacks + list(callbacks or [])
         fit_args = {"x": train} if isinstance(train, tf.data.Dataset) else {"x": train[0], "y": train[1]}
-        with _frozen(self.classifier), fitting_under(strategy):
+        with _frozen(self.classifier), fitting_under(strategy), dataset_errors(self.clip_range):
             history = model.fit(
                 **fit_args,
                 batch_size=None if isinstance(train, tf.data.Dataset) else self.batch_size,
@@ -441,10 +447,21 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         # EarlyStopping restores the weights of its best epoch (improved by more than `tol`).
         self.best_epoch_ = stopper[0].best_epoch + 1 if stopper else self.n_epochs_
         if self._recipe_value("threshold_rule") == "balanced_accuracy" and validation is not None:
-            scores, labels = _scores_and_labels(model, validation, self.batch_size)
+            with dataset_errors(self.clip_range):
+                scores, labels = _scores_and_labels(model, validation, self.batch_size)
             self.threshold_ = balanced_threshold(scores, labels)
             self.threshold_source_ = "validation balanced accuracy"
         return self
+
+    def _checked_datasets(self, train, validation, image_shape):
+        """Scan the datasets given to `fit` (refusing bad batches) and keep checking them in the pipeline."""
+        checked = []
+        for data, name in ((train, "training dataset"), (validation, "validation dataset")):
+            if isinstance(data, tf.data.Dataset):
+                scan_dataset(data, name=name, clip_range=self.clip_range, expected_shape=image_shape)
+                data = checked_dataset(data, name=name, clip_range=self.clip_range)
+            checked.append(data)
+        return tuple(checked)
 
     def _fit_scale(self, clean_sample: np.ndarray) -> float:
         if (
