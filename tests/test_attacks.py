@@ -182,6 +182,25 @@ def test_bad_parameters(model, kwargs, message):
         attacks.fgsm(model, X, **kwargs)
 
 
+@pytest.mark.parametrize("attack", ["fgsm", "bim", "pgd", "iterative_l2"])
+def test_an_eps_beyond_the_clip_range_is_refused(model, attack):
+    """An ε on the 0-255 scale for images in [0, 1] would binarise them, not perturb them."""
+    if attack == "iterative_l2":
+        reach = np.sqrt(28 * 28)  # L2: the range's width times the root of the pixel count
+        attacks.get_attack(attack)(model, X[:2], eps=reach, nb_iter=1)
+        with pytest.raises(ValueError, match=r"`eps` must be at most 28 .* \(L2\)"):
+            attacks.get_attack(attack)(model, X[:2], eps=reach * 1.01, nb_iter=1)
+        return
+    kwargs = {} if attack == "fgsm" else {"nb_iter": 1}
+    attacks.get_attack(attack)(model, X[:2], eps=1.0, **kwargs)  # the whole range is allowed
+    with pytest.raises(
+        ValueError, match=r"at most 1 for images in clip_range \(0, 1\) \(L-infinity\).*eps=8"
+    ):
+        attacks.get_attack(attack)(model, X[:2], eps=8, **kwargs)
+    with pytest.raises(ValueError, match=r"at most 2 for images in clip_range \(-1, 1\)"):
+        attacks.get_attack(attack)(model, X[:2] * 2 - 1, eps=2.5, clip_range=(-1.0, 1.0), **kwargs)
+
+
 def test_bad_images_and_labels(model):
     with pytest.raises(ValueError, match=r"clip range \[0.0, 1.0\]"):
         attacks.fgsm(model, X * 255, eps=0.1)

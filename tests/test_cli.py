@@ -118,6 +118,9 @@ def test_attack_command_writes_an_adversarial_set(tmp_path, capsys, trained_mnis
         (["--attack", "fgsm"], "--eps is required for fgsm"),
         (["--attack", "deepfool", "--eps", "0.1"], "Unknown attack 'deepfool'"),
         (["--attack", "fgsm", "--eps", "0.1", "--param", "steps=3"], "unknown option"),
+        # An ε on the 0-255 scale for images in [0, 1] would binarise them.
+        (["--attack", "fgsm", "--eps", "8"], "`eps` must be at most 1 for images in clip_range (0, 1)"),
+        (["--attack", "bim", "--eps", "8"], "8/255 = 0.0314"),
     ],
 )
 def test_attack_command_errors(tmp_path, capsys, extra, message):
@@ -129,3 +132,44 @@ def test_attack_command_errors(tmp_path, capsys, extra, message):
     )
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "a.h5").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # `--size -3` used to attack 1,997 of the 2,000 images and exit 0.
+        (
+            ["attack", "--model", "f.keras", "--attack", "fgsm", "--out", "a.h5", "--size", "-3"],
+            "--size: expected a positive integer, got '-3'",
+        ),
+        (
+            ["attack", "--model", "f.keras", "--attack", "fgsm", "--out", "a.h5", "--eps", "-0.1"],
+            "--eps: expected a positive number",
+        ),
+        (
+            ["attack", "--model", "f.keras", "--attack", "fgsm", "--out", "a.h5", "--eps", "nan"],
+            "--eps: expected a positive number",
+        ),
+        (
+            ["attack", "--model", "f.keras", "--attack", "fgsm", "--out", "a.h5", "--chunk-size", "0"],
+            "--chunk-size",
+        ),
+        (
+            ["attack", "--model", "f.keras", "--attack", "fgsm", "--out", "a.h5", "--seed", "-1"],
+            "--seed: expected a seed",
+        ),
+        (["train", "--train-size", "0"], "--train-size: expected a positive integer"),
+        (["train", "--label-smoothing", "1.5"], "--label-smoothing: expected a number in [0, 1)"),
+        (["train", "--weight-decay", "-1"], "--weight-decay: expected a number >= 0"),
+        (["train", "--learning-rate", "0"], "--learning-rate: expected a positive number"),
+        (["detect", "--detector", "d", "--images", "x.png", "--batch-size", "-1"], "--batch-size"),
+        (["reproduce", "--test-size", "-5"], "--test-size: expected a positive integer"),
+        (["explain", "--n-images", "0"], "--n-images: expected a positive integer"),
+    ],
+)
+def test_out_of_range_counts_and_sizes_stop_at_parsing(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

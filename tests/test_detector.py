@@ -292,6 +292,17 @@ def test_calibrate_reaches_the_requested_false_positive_rate(fitted, real_mnist)
     fitted.threshold_ = 0.0
 
 
+def test_calibrate_refuses_fewer_images_than_the_rate_needs(tiny, fgsm_sets):
+    before = tiny.threshold_
+    with pytest.raises(ValueError, match=r"fpr=0.05 needs at least 20 clean images .* received 1"):
+        tiny.calibrate(fgsm_sets["x_test"][:1], fpr=0.05)
+    with pytest.raises(ValueError, match=r"fpr=0.01 needs at least 100 clean images .* received 99"):
+        tiny.calibrate(fgsm_sets["x_test"][:99], fpr=0.01)
+    assert tiny.threshold_ == before, "a refused calibration leaves the threshold alone"
+    tiny.calibrate(fgsm_sets["x_test"][:20], fpr=0.05)  # exactly 1 / fpr is enough
+    tiny.threshold_ = before
+
+
 def test_get_params_and_set_params(trained_mnist_f):
     det = SaliencyDetector(trained_mnist_f, epochs=3, saliency="guided_backprop")
     params = det.get_params()

@@ -203,6 +203,11 @@ def test_predict_labels_and_accuracy(trained_mnist_f, mnist_sample):
     assert labels.dtype == np.int64 and labels.shape == (50,)
     assert models.classifier_accuracy(trained_mnist_f, x, y) == pytest.approx(np.mean(labels == y))
     assert models.classifier_accuracy(trained_mnist_f, x, (y + 1) % 10) < 0.1
+    # Labels the model cannot output used to score 0.0 silently.
+    with pytest.raises(ValueError, match=r"class indices in \[0, 9\]. Received labels in \[100, 109\]"):
+        models.classifier_accuracy(trained_mnist_f, x, y + 100)
+    with pytest.raises(ValueError, match="class indices"):
+        models.classifier_accuracy(trained_mnist_f, x, y - 10)
 
 
 @pytest.mark.parametrize(

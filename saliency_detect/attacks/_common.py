@@ -17,6 +17,7 @@ from saliency_detect._prepared import Prepared, prepare
 from saliency_detect._validation import (
     check_images,
     check_labels,
+    check_positive_float,
     check_positive_int,
     model_image_shape,
 )
@@ -45,6 +46,28 @@ def check_clip_range(clip_range) -> tuple[float, float]:
     if not (np.isfinite(low) and np.isfinite(high) and low < high):
         raise ValueError(f"`clip_range` must be finite with low < high. Received: clip_range={clip_range!r}")
     return low, high
+
+
+def check_eps(eps, norm: float, clip_range: tuple[float, float], image_shape) -> float:
+    """Return `eps` if it is positive and can be reached inside `clip_range`, else raise ValueError.
+
+    An L-infinity `eps` wider than the clip range (8 for images in [0, 1], an ε given on
+    the 0-255 scale) lets every pixel go anywhere: the attack would binarise the images
+    rather than perturb them. The same holds in L2 beyond the range's width times the
+    square root of the pixel count.
+    """
+    eps = check_positive_float(eps, "eps")
+    low, high = float(clip_range[0]), float(clip_range[1])
+    width = high - low
+    reach = width if norm == np.inf else width * float(np.sqrt(np.prod(image_shape)))
+    if eps > reach:
+        name = "L-infinity" if norm == np.inf else "L2"
+        raise ValueError(
+            f"`eps` must be at most {reach:.6g} for images in clip_range ({low:g}, {high:g}) ({name}): a "
+            f"larger ε lets every pixel take any value. Received: eps={eps!r}. Was it given on another "
+            f"scale? For images in (0, 1), 8/255 = {8 / 255:.4f}."
+        )
+    return eps
 
 
 def setup(

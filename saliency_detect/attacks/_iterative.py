@@ -9,6 +9,7 @@ from saliency_detect._prepared import run_compiled
 from saliency_detect._validation import check_positive_float, check_positive_int
 from saliency_detect.attacks._common import (
     as_column,
+    check_eps,
     check_norm,
     clip_to_ball,
     image_seeds,
@@ -21,9 +22,12 @@ from saliency_detect.attacks._common import (
 )
 
 
-def check_iterative(eps, norm, nb_iter, eps_iter) -> tuple[float, float, int, float]:
+def check_iterative(
+    eps, norm, nb_iter, eps_iter, *, clip_range, image_shape
+) -> tuple[float, float, int, float]:
     """Validate an iterative attack's sizes; `eps_iter=None` becomes Madry's `2.5 * eps / nb_iter`."""
-    eps, norm = check_positive_float(eps, "eps"), check_norm(norm)
+    norm = check_norm(norm)
+    eps = check_eps(eps, norm, clip_range, image_shape)
     nb_iter = check_positive_int(nb_iter, "nb_iter")
     eps_iter = 2.5 * eps / nb_iter if eps_iter is None else check_positive_float(eps_iter, "eps_iter")
     return eps, norm, nb_iter, eps_iter
@@ -62,7 +66,9 @@ def projected_gradient(
     for targeted attacks). The per-image labels are fixed from the clean images.
     """
     prepared, x, labels = setup(model, x, y, clip_range=clip_range, targeted=targeted, batch_size=batch_size)
-    eps, norm, nb_iter, eps_iter = check_iterative(eps, norm, nb_iter, eps_iter)
+    eps, norm, nb_iter, eps_iter = check_iterative(
+        eps, norm, nb_iter, eps_iter, clip_range=clip_range, image_shape=x.shape[1:]
+    )
     restarts = check_positive_int(restarts, "restarts")
     if not isinstance(rand_init, bool):
         raise ValueError(f"`rand_init` must be True or False. Received: rand_init={rand_init!r}")

@@ -101,7 +101,9 @@ def detector_aware(
         True
     """
     prepared, x, labels = setup(model, x, y, clip_range=clip_range, targeted=targeted, batch_size=batch_size)
-    eps, norm, nb_iter, eps_iter = check_iterative(eps, norm, nb_iter, eps_iter)
+    eps, norm, nb_iter, eps_iter = check_iterative(
+        eps, norm, nb_iter, eps_iter, clip_range=clip_range, image_shape=x.shape[1:]
+    )
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma <= 1:
         raise ValueError(f"`sigma` must be a weight in [0, 1]. Received: sigma={sigma!r}")
     scorer = _detector_model(detector)

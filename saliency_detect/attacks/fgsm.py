@@ -8,9 +8,9 @@ import tensorflow as tf
 from numpy.typing import ArrayLike
 
 from saliency_detect._prepared import run_compiled
-from saliency_detect._validation import check_positive_float
 from saliency_detect.attacks._common import (
     as_column,
+    check_eps,
     check_norm,
     loss_gradient,
     per_image,
@@ -65,7 +65,8 @@ def fgsm(
         (True, (4, 28, 28, 1))
     """
     prepared, x, labels = setup(model, x, y, clip_range=clip_range, targeted=targeted, batch_size=batch_size)
-    eps, norm = check_positive_float(eps, "eps"), check_norm(norm)
+    norm = check_norm(norm)
+    eps = check_eps(eps, norm, clip_range, x.shape[1:])
     low, high = float(clip_range[0]), float(clip_range[1])
 
     def build(prepared):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 
+from saliency_detect.cli._arguments import positive_float, positive_int, random_seed
 from saliency_detect.cli._strategy import add_strategy_argument, strategy_from_args
 
 
@@ -38,8 +39,10 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--out", required=True, help="the .h5 file to write")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which images to attack")
-    p.add_argument("--size", type=int, default=None, help="attack only the first N images")
-    p.add_argument("--eps", type=float, default=None, help="perturbation size, for attacks that take one")
+    p.add_argument("--size", type=positive_int, default=None, help="attack only the first N images")
+    p.add_argument(
+        "--eps", type=positive_float, default=None, help="perturbation size, for attacks that take one"
+    )
     p.add_argument("--targeted", action="store_true", help="targeted attack (targets: the next class)")
     p.add_argument(
         "--param",
@@ -49,9 +52,11 @@ def add_parser(subparsers) -> None:
         metavar="KEY=VALUE",
         help="another attack parameter, e.g. --param nb_iter=20 --param norm=2 (repeatable)",
     )
-    p.add_argument("--chunk-size", type=int, default=256, help="images attacked and written per step")
+    p.add_argument(
+        "--chunk-size", type=positive_int, default=256, help="images attacked and written per step"
+    )
     p.add_argument("--data-dir", default=None, help="folder to look for the data set's file in first")
-    p.add_argument("--seed", type=int, default=0, help="random_state for attacks that take one")
+    p.add_argument("--seed", type=random_seed, default=0, help="random_state for attacks that take one")
     add_strategy_argument(p, multiworker=False)
     p.set_defaults(run=run)
 

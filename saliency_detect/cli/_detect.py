@@ -8,6 +8,8 @@ import io
 import sys
 from pathlib import Path
 
+from saliency_detect.cli._arguments import positive_int
+
 
 def add_parser(subparsers) -> None:
     """Declare the `detect` subcommand."""
@@ -30,7 +32,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--out", default=None, help="write the CSV here (default: print it)")
     p.add_argument(
-        "--batch-size", type=int, default=256, help="images scored per step (default: %(default)s)"
+        "--batch-size", type=positive_int, default=256, help="images scored per step (default: %(default)s)"
     )
     p.set_defaults(run=run)
 

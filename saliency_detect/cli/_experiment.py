@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from saliency_detect.cli._arguments import positive_int, random_seed
 from saliency_detect.cli._strategy import add_strategy_argument, strategy_from_args, worker_output
 
 
@@ -101,15 +102,22 @@ def add_parser(subparsers) -> None:
         help="comma-separated; NAME=EPS fixes ε (default: fgsm,bim,iterative_l2,jsma, ε searched)",
     )
     p.add_argument("--out", default=None, help="report folder (default: reproduce-DATASET)")
-    p.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: the paper's)")
-    p.add_argument("--train-size", type=int, default=None, help="classifier training images (default: all)")
-    p.add_argument("--test-size", type=int, default=None, help="test images (default: all)")
     p.add_argument(
-        "--detector-train-size", type=int, default=None, help="clean images each detector is fitted on"
+        "--epochs", type=positive_int, default=None, help="classifier epochs (default: the paper's)"
+    )
+    p.add_argument(
+        "--train-size", type=positive_int, default=None, help="classifier training images (default: all)"
+    )
+    p.add_argument("--test-size", type=positive_int, default=None, help="test images (default: all)")
+    p.add_argument(
+        "--detector-train-size",
+        type=positive_int,
+        default=None,
+        help="clean images each detector is fitted on",
     )
     p.add_argument(
         "--detector-epochs",
-        type=int,
+        type=positive_int,
         default=None,
         help="most epochs of each detector (default: the recipe's: converge 100, paper 10)",
     )
@@ -133,7 +141,7 @@ def add_parser(subparsers) -> None:
         "--sigmas", type=_floats, default=None, help="σ of the detector-aware attack (default: 0,0.5,1)"
     )
     p.add_argument("--saliency", default=None, help="gradient (default), guided_backprop or deconvnet")
-    p.add_argument("--seed", type=int, default=None, help="seed of training and attacks (default: 0)")
+    p.add_argument("--seed", type=random_seed, default=None, help="seed of training and attacks (default: 0)")
     p.add_argument(
         "--retrain", action="store_true", help="train the classifier here even when a pretrained one fits"
     )
@@ -159,11 +167,15 @@ def add_parser(subparsers) -> None:
     e.add_argument("--architecture", default=None, help="zoo classifier to train (default: resnet20)")
     e.add_argument("--attacks", type=_attacks, default=None, help="comma-separated NAME or NAME=EPS")
     e.add_argument(
-        "--n-images", type=int, default=None, help="test images attacked and analysed (default: 500)"
+        "--n-images", type=positive_int, default=None, help="test images attacked and analysed (default: 500)"
     )
-    e.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: the paper's)")
-    e.add_argument("--train-size", type=int, default=None, help="classifier training images (default: all)")
-    e.add_argument("--seed", type=int, default=None, help="seed of training, attacks and the control")
+    e.add_argument(
+        "--epochs", type=positive_int, default=None, help="classifier epochs (default: the paper's)"
+    )
+    e.add_argument(
+        "--train-size", type=positive_int, default=None, help="classifier training images (default: all)"
+    )
+    e.add_argument("--seed", type=random_seed, default=None, help="seed of training, attacks and the control")
     e.add_argument("--out", default=None, help="report folder (default: explain-DATASET)")
     e.add_argument(
         "--retrain", action="store_true", help="train the classifier here even when a pretrained one fits"

@@ -8,6 +8,13 @@ import shlex
 import time
 from pathlib import Path
 
+from saliency_detect.cli._arguments import (
+    fraction,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    random_seed,
+)
 from saliency_detect.cli._strategy import add_strategy_argument, strategy_from_args, worker_output
 
 
@@ -40,24 +47,30 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--recipe", choices=("paper", "fast"), default="paper", help="training recipe (default: %(default)s)"
     )
-    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's for the data set")
+    p.add_argument("--epochs", type=positive_int, default=None, help="default: the recipe's for the data set")
     p.add_argument(
         "--learning-rate",
-        type=float,
+        type=positive_float,
         default=None,
         help="default: the recipe's (fast: the peak) for the data set",
     )
-    p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's (paper 128, fast 256)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=None, help="default: the recipe's (paper 128, fast 256)"
+    )
     p.add_argument(
         "--optimizer",
         choices=("adam", "adamw", "sgd"),
         default=None,
         help="default: the recipe's (adam, adamw)",
     )
-    p.add_argument("--label-smoothing", type=float, default=None, help="default: the recipe's (0, 0.1)")
-    p.add_argument("--weight-decay", type=float, default=None, help="default: the recipe's (0, 0.05)")
-    p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--test-size", type=int, default=None, help="use only the first N test images")
+    p.add_argument("--label-smoothing", type=fraction, default=None, help="default: the recipe's (0, 0.1)")
+    p.add_argument(
+        "--weight-decay", type=non_negative_float, default=None, help="default: the recipe's (0, 0.05)"
+    )
+    p.add_argument(
+        "--train-size", type=positive_int, default=None, help="use only the first N training images"
+    )
+    p.add_argument("--test-size", type=positive_int, default=None, help="use only the first N test images")
     p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
@@ -67,7 +80,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data-dir", default=None, help="folder to look for the data set's file in first")
     p.add_argument(
         "--image-size",
-        type=int,
+        type=positive_int,
         nargs=2,
         default=(224, 224),
         metavar=("H", "W"),
@@ -78,7 +91,7 @@ def add_parser(subparsers) -> None:
         default=None,
         help="back up training state here every epoch; rerun with the same folder to resume",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=random_seed, default=0, help="random seed (default: %(default)s)")
     add_strategy_argument(p)
     p.set_defaults(run=run)
 

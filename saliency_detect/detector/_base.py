@@ -9,6 +9,7 @@ the detector is fitted.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Protocol
 
@@ -199,8 +200,8 @@ class BinaryDetectorMixin:
         held-out clean images, not the training ones.
 
         Args:
-            x_clean: clean images (N, H, W, C), at least `1 / fpr` of them for a
-                meaningful quantile.
+            x_clean: clean images (N, H, W, C), at least `1 / fpr` of them (fewer
+                cannot place the quantile: the largest score would flag none).
             fpr: the target false-positive rate, in (0, 1).
 
         Returns:
@@ -208,13 +209,22 @@ class BinaryDetectorMixin:
 
         Raises:
             sklearn.exceptions.NotFittedError: before `fit`.
-            ValueError: for `fpr` outside (0, 1) or invalid images.
+            ValueError: for `fpr` outside (0, 1), invalid images, or fewer than
+                `1 / fpr` of them.
         """
         check_is_fitted(self)
         fpr = check_positive_float(fpr, "fpr")
         if fpr >= 1:
             raise ValueError(f"`fpr` must be a rate in (0, 1). Received: fpr={fpr}")
         scores = np.asarray(self.decision_function(x_clean), np.float64)
+        needed = math.ceil(1.0 / fpr - 1e-9)
+        if len(scores) < needed:
+            # Fewer images than 1/fpr: the quantile is the largest score, nothing is flagged
+            # and the rate asked for cannot be placed, let alone checked.
+            raise ValueError(
+                f"`calibrate` at fpr={fpr:g} needs at least {needed} clean images (1 / fpr) to place the "
+                f"threshold; received {len(scores)}. Pass more held-out clean images or a larger `fpr`."
+            )
         self.threshold_ = float(np.quantile(scores, 1.0 - fpr, method="higher"))
         self.threshold_source_ = f"calibrated at FPR {fpr:g}"
         return self

@@ -391,7 +391,8 @@ def classifier_accuracy(
         The accuracy, a float in [0, 1].
 
     Raises:
-        ValueError: if `x` or `y` is not valid for `model`.
+        ValueError: if `x` is not valid for `model`, or `y` does not hold one class index
+            in `[0, number of model outputs)` per image.
 
     Examples:
         >>> import numpy as np
@@ -402,5 +403,6 @@ def classifier_accuracy(
         True
     """
     predicted = predict_labels(model, x, batch_size=batch_size, clip_range=clip_range)
-    y = check_labels(y, n=len(predicted))
+    # Labels the model cannot output (e.g. shifted by 100) would score 0.0 silently.
+    y = check_labels(y, n=len(predicted), num_classes=int(model.output_shape[-1]))
     return float(np.mean(predicted == y))
