@@ -84,7 +84,6 @@ def test_train_command_default_output_name(tmp_path, monkeypatch):
         (["train", "--dataset", "imagenet"], "Unknown data set 'imagenet'"),
         (["train", "--model", "alexnet", "--train-size", "8"], "Unknown model 'alexnet'"),
         (["train", "--out", "model.h5", "--train-size", "8"], "must end in '.keras'"),
-        (["train", "--epochs", "0", "--train-size", "8", "--out", "x.keras"], "epochs"),
     ],
 )
 def test_train_command_errors_exit_2_with_a_message(argv, message, capsys, tmp_path, monkeypatch):
@@ -159,6 +158,7 @@ def test_attack_command_errors(tmp_path, capsys, extra, message):
             "--seed: expected a seed",
         ),
         (["train", "--train-size", "0"], "--train-size: expected a positive integer"),
+        (["train", "--epochs", "0"], "--epochs: expected a positive integer, got '0'"),
         (["train", "--label-smoothing", "1.5"], "--label-smoothing: expected a number in [0, 1)"),
         (["train", "--weight-decay", "-1"], "--weight-decay: expected a number >= 0"),
         (["train", "--learning-rate", "0"], "--learning-rate: expected a positive number"),
@@ -173,3 +173,97 @@ def test_out_of_range_counts_and_sizes_stop_at_parsing(argv, message, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("make", "argv", "message"),
+    [
+        # output paths under a file, that are a folder, or under a read-only folder
+        (
+            lambda t: (t / "file").write_text("x"),
+            ["attack", "--out", "{t}/file/a.h5"],
+            "is a file, not a folder",
+        ),
+        (lambda t: (t / "dir").mkdir(), ["attack", "--out", "{t}/dir"], "is a folder; expected a file path"),
+        (lambda t: (t / "ro").mkdir(mode=0o500), ["attack", "--out", "{t}/ro/a.h5"], "is not writable"),
+        (
+            lambda t: (t / "file").write_text("x"),
+            ["reproduce", "--out", "{t}/file"],
+            "is a file; expected a folder",
+        ),
+        (
+            lambda t: (t / "file").write_text("x"),
+            ["train", "--resume-dir", "{t}/file/backup"],
+            "is a file, not a folder",
+        ),
+        (
+            lambda t: (t / "dir").mkdir(),
+            ["detect", "--detector", "d", "--images", "x", "--out", "{t}/dir"],
+            "is a folder",
+        ),
+    ],
+)
+def test_unusable_output_paths_stop_at_parsing(tmp_path, capsys, monkeypatch, make, argv, message):
+    make(tmp_path)
+    if "not writable" in message:  # root may write anywhere: ask the OS's answer for this folder
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: real_access(p, mode) and not str(p).endswith("/ro"))
+    command, *rest = argv
+    required = {"attack": ["--model", "f.keras", "--attack", "fgsm"]}.get(command, [])
+    with pytest.raises(SystemExit) as exit_:
+        main([command, *required, *(a.format(t=tmp_path) for a in rest)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unexpected_errors_end_in_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    import saliency_detect.cli._attack as attack_command
+
+    def broken(args):
+        raise RuntimeError("something\nunexpected")
+
+    monkeypatch.setattr(attack_command, "run", broken)
+    argv = ["attack", "--model", "f.keras", "--attack", "fgsm", "--out", str(tmp_path / "a.h5")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "saliency-detect attack: error: RuntimeError: something unexpected "
+        "(run with --debug for the traceback)"
+    )
+    with pytest.raises(RuntimeError, match="something"):
+        main(["--debug", *argv])
+
+
+def test_a_truncated_cache_and_a_busy_output_end_in_one_line(tmp_path, capsys, trained_mnist_f):
+    import json
+    import socket
+
+    from saliency_detect.models import save_model
+
+    model_path = save_model(trained_mnist_f, tmp_path / "f.keras")
+    out = tmp_path / "a.h5"
+    argv = [
+        "attack",
+        "--model",
+        str(model_path),
+        "--attack",
+        "fgsm",
+        "--eps",
+        "0.1",
+        "--size",
+        "8",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) // 3])
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is damaged and cannot be opened" in err and "Delete it" in err and "Traceback" not in err
+    out.unlink()
+    (tmp_path / "a.h5.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    assert main(argv) == 2
+    assert "is being written by process" in capsys.readouterr().err

@@ -263,6 +263,18 @@ def test_folder_errors(tmp_path):
         load_dataset(f"folder:{tmp_path / 'ok'}", test_fraction=1.5)
 
 
+def test_folder_with_undecodable_images_names_them(tmp_path):
+    _write_images(tmp_path / "imgs")
+    (tmp_path / "imgs" / "cat" / "empty.png").write_bytes(b"")
+    (tmp_path / "imgs" / "dog" / "notes.jpg").write_text("not an image")
+    with pytest.raises(
+        ValueError,
+        match=r"holds 2 image file\(s\) that cannot be decoded: .*empty.png \(empty file\); .*notes.jpg",
+    ) as error:
+        load_dataset(f"folder:{tmp_path / 'imgs'}", image_size=(16, 16), test_fraction=0.2)
+    assert "Remove or replace them" in str(error.value)
+
+
 def test_dataset_repr_does_not_print_arrays(mnist_sample):
     text = repr(mnist_sample)
     assert "train=10000" in text and "num_classes=10" in text and len(text) < 300

@@ -502,6 +502,38 @@ def test_read_images_converts_resizes_and_reports(tmp_path):
         read_images(tmp_path / "doc.txt", (28, 28, 1))
 
 
+def _png_claiming(path, width, height):
+    """A 1x1 PNG whose header claims `width` x `height` pixels (a decompression bomb's header)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"IHDR")
+    data[start + 4 : start + 12] = struct.pack(">II", width, height)
+    data[start + 17 : start + 21] = struct.pack(">I", zlib.crc32(bytes(data[start : start + 17])))
+    path.write_bytes(bytes(data))
+
+
+def test_read_images_skips_a_decompression_bomb_and_reads_the_rest(tmp_path):
+    import keras
+
+    from saliency_detect.data import read_images
+
+    keras.utils.save_img(tmp_path / "good.png", np.zeros((28, 28, 1), np.uint8), scale=False)
+    _png_claiming(tmp_path / "bomb.png", 100_000, 100_000)
+    (tmp_path / "empty.png").write_bytes(b"")
+    names, images, errors = read_images(tmp_path, (28, 28, 1))
+    assert names == ["good.png"] and images.shape == (1, 28, 28, 1)
+    reasons = dict(errors)
+    assert set(reasons) == {"bomb.png", "empty.png"}
+    assert "DecompressionBombError" in reasons["bomb.png"]
+
+
 # --- the report in a real browser -----------------------------------------------------------
 
 _CHROMIUM = os.environ.get("SALIENCY_DETECT_CHROMIUM", "/usr/bin/chromium")

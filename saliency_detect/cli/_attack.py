@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 
-from saliency_detect.cli._arguments import positive_float, positive_int, random_seed
+from saliency_detect.cli._arguments import output_file, positive_float, positive_int, random_seed
 from saliency_detect.cli._strategy import add_strategy_argument, strategy_from_args
 
 
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--attack", required=True, help="fgsm, bim, iterative_l2, pgd, jsma, carlini_wagner_l2, pixel_attack"
     )
-    p.add_argument("--out", required=True, help="the .h5 file to write")
+    p.add_argument("--out", required=True, type=output_file, help="the .h5 file to write")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which images to attack")
     p.add_argument("--size", type=positive_int, default=None, help="attack only the first N images")
     p.add_argument(

@@ -8,7 +8,7 @@ import io
 import sys
 from pathlib import Path
 
-from saliency_detect.cli._arguments import positive_int
+from saliency_detect.cli._arguments import output_file, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
         default=None,
         help="the classifier (.keras), if the detector folder does not hold one",
     )
-    p.add_argument("--out", default=None, help="write the CSV here (default: print it)")
+    p.add_argument("--out", default=None, type=output_file, help="write the CSV here (default: print it)")
     p.add_argument(
         "--batch-size", type=positive_int, default=256, help="images scored per step (default: %(default)s)"
     )

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saliency_detect.cli._arguments import positive_int, random_seed
-from saliency_detect.cli._strategy import add_strategy_argument, strategy_from_args, worker_output
+from saliency_detect.cli._arguments import output_folder, positive_int, random_seed
+from saliency_detect.cli._strategy import (
+    add_strategy_argument,
+    strategy_from_args,
+    worker_output,
+)
 
 
 def _csv(text: str) -> list[str]:
@@ -63,7 +67,12 @@ def add_parser(subparsers) -> None:
             "figures, report.html) goes to --out; rerunning reuses every finished step."
         ),
     )
-    demo.add_argument("--out", default="saliency-detect-demo", help="report folder (default: %(default)s)")
+    demo.add_argument(
+        "--out",
+        default="saliency-detect-demo",
+        type=output_folder,
+        help="report folder (default: %(default)s)",
+    )
     _add_verbosity(demo)
     demo.add_argument(
         "--retrain", action="store_true", help="train MNIST-NET-f here instead of using the pretrained one"
@@ -101,7 +110,9 @@ def add_parser(subparsers) -> None:
         default=None,
         help="comma-separated; NAME=EPS fixes ε (default: fgsm,bim,iterative_l2,jsma, ε searched)",
     )
-    p.add_argument("--out", default=None, help="report folder (default: reproduce-DATASET)")
+    p.add_argument(
+        "--out", default=None, type=output_folder, help="report folder (default: reproduce-DATASET)"
+    )
     p.add_argument(
         "--epochs", type=positive_int, default=None, help="classifier epochs (default: the paper's)"
     )
@@ -176,7 +187,7 @@ def add_parser(subparsers) -> None:
         "--train-size", type=positive_int, default=None, help="classifier training images (default: all)"
     )
     e.add_argument("--seed", type=random_seed, default=None, help="seed of training, attacks and the control")
-    e.add_argument("--out", default=None, help="report folder (default: explain-DATASET)")
+    e.add_argument("--out", default=None, type=output_folder, help="report folder (default: explain-DATASET)")
     e.add_argument(
         "--retrain", action="store_true", help="train the classifier here even when a pretrained one fits"
     )

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback when a command fails")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in _COMMANDS:
         command.add_parser(subparsers)
@@ -47,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run `saliency-detect` with `argv` (default: `sys.argv[1:]`) and return its exit code."""
+    """Run `saliency-detect` with `argv` (default: `sys.argv[1:]`) and return its exit code.
+
+    A failure ends in one line on stderr naming what went wrong and exit status 2 (130
+    after Ctrl-C); `saliency-detect --debug COMMAND ...` shows the traceback instead.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command line as given, for the records commands write (model cards)
@@ -56,9 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("tensorflow").addFilter(_DropRetracingWarnings())
     try:
         return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"saliency-detect {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(
             f"saliency-detect {args.command}: interrupted. Finished work was kept; "
@@ -66,3 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except Exception as e:
+        # A user's mistake (a bad file, path or argument) ends in one line, exit status 2.
+        if args.debug:
+            raise
+        print(f"saliency-detect {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(error: Exception) -> str:
+    """The error's message on one line; errors the library does not raise itself say how to see more."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, (ValueError, TypeError, OSError)):
+        return text
+    return f"{type(error).__name__}: {text} (run with --debug for the traceback)"

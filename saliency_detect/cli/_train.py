@@ -11,6 +11,8 @@ from pathlib import Path
 from saliency_detect.cli._arguments import (
     fraction,
     non_negative_float,
+    output_file,
+    output_folder,
     positive_float,
     positive_int,
     random_seed,
@@ -42,7 +44,10 @@ def add_parser(subparsers) -> None:
         "(default: the paper's classifier for the data set)",
     )
     p.add_argument(
-        "--out", default=None, help="where to save the trained model (.keras; default: MODEL-DATASET.keras)"
+        "--out",
+        default=None,
+        type=output_file,
+        help="where to save the trained model (.keras; default: MODEL-DATASET.keras)",
     )
     p.add_argument(
         "--recipe", choices=("paper", "fast"), default="paper", help="training recipe (default: %(default)s)"
@@ -88,6 +93,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--resume-dir",
+        type=output_folder,
         default=None,
         help="back up training state here every epoch; rerun with the same folder to resume",
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from saliency_detect._validation import check_input_shape
 from saliency_detect.data._dataset import Dataset
@@ -58,8 +60,9 @@ def load_folder(
             )
     except ValueError as e:
         raise ValueError(f"Could not read an image data set from {root}: {e}") from e
-    x_train, y_train = _to_numpy(train, root)
-    x_test, y_test = _to_numpy(test, root)
+    every_file = sorted(set(train.file_paths) | set(test.file_paths))
+    x_train, y_train = _to_numpy(train, root, every_file)
+    x_test, y_test = _to_numpy(test, root, every_file)
     return Dataset(
         name=f"folder:{path}",
         x_train=x_train,
@@ -71,11 +74,44 @@ def load_folder(
     )
 
 
-def _to_numpy(dataset, root: Path) -> tuple[np.ndarray, np.ndarray]:
+def _to_numpy(dataset, root: Path, every_file: list[str]) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
-    for x, y in dataset:
-        xs.append(x.numpy() / np.float32(255.0))
-        ys.append(y.numpy())
+    try:
+        for x, y in dataset:
+            xs.append(x.numpy() / np.float32(255.0))
+            ys.append(y.numpy())
+    except tf.errors.OpError as e:
+        # TensorFlow's decoder does not say which file failed: find them, one by one.
+        bad = _undecodable(every_file)
+        if not bad:
+            raise ValueError(f"Could not read an image data set from {root}: {_tf_message(e)}") from e
+        listed = "; ".join(f"{name} ({reason})" for name, reason in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ValueError(
+            f"{root} holds {len(bad)} image file(s) that cannot be decoded: {listed}{more}. Remove or "
+            "replace them (an empty file or one that is not an image)."
+        ) from None
     if not xs:
         raise ValueError(f"{root} holds no images in one of its splits: add images or lower `test_fraction`.")
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
+
+
+def _undecodable(paths) -> list[tuple[str, str]]:
+    """`(path, reason)` for each file TensorFlow cannot decode as an image."""
+    bad = []
+    for path in paths:
+        try:
+            data = tf.io.read_file(path)
+            if int(tf.strings.length(data)) == 0:
+                bad.append((path, "empty file"))
+                continue
+            tf.io.decode_image(data, expand_animations=False)
+        except tf.errors.OpError as e:
+            bad.append((path, _tf_message(e)))
+    return bad
+
+
+def _tf_message(error: tf.errors.OpError) -> str:
+    """An op error's message without TensorFlow's node and op decorations."""
+    text = re.sub(r"\{\{.*?\}\}\s*", "", error.message.split("\n")[0])
+    return re.sub(r"\s*\[Op:.*$", "", text).strip()

@@ -106,12 +106,16 @@ def read_images(
         root = path
         if not files:
             raise ValueError(f"No image files ({', '.join(IMAGE_SUFFIXES)}) in the folder {path}")
+    from PIL import Image  # Keras's `load_img` decodes with PIL
+
     names, images, errors = [], [], []
     for file in files:
         name = file.relative_to(root).as_posix()
         try:
             images.append(_image_file(file, shape))
             names.append(name)
-        except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three for bad files
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            # PIL raises the first three for damaged files, the last for a header claiming an
+            # enormous size: the file is skipped with its reason, the others are still scored.
             errors.append((name, f"{type(e).__name__}: {e}"))
     return names, (np.stack(images) if images else empty), errors
