@@ -291,6 +291,49 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert [r["attack"] for r in results["table1"]] == ["fgsm", "bim"]
 
 
+def test_damaged_caches_are_recomputed_with_a_warning(finished_run, tmp_path, monkeypatch):
+    config, out, results = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "cache" / "epsilon.json").write_text("{")  # truncated
+    damaged = sorted((copy / "cache" / "detectors").iterdir())[0]
+    data = bytearray((damaged / "detector.keras").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (damaged / "detector.keras").write_bytes(bytes(data))
+    import saliency_detect.models as models
+
+    monkeypatch.setattr(models, "train_classifier", lambda *a, **k: pytest.fail("f was retrained"))
+    with pytest.warns(UserWarning) as caught:
+        again = run_experiment(config, copy, verbose=0)
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "epsilon.json' is damaged" in messages and "recomputing it" in messages
+    assert "The cached detector is not reused" in messages and "SHA-256 mismatch" in messages
+    assert [r["attack"] for r in again["table1"]] == [r["attack"] for r in results["table1"]]
+    assert again["attacks"]["fgsm"]["eps"] == results["attacks"]["fgsm"]["eps"]  # searched again, same ε
+    from saliency_detect.detector import SaliencyDetector
+
+    SaliencyDetector.load(damaged, classifier=models.load_model(copy / "classifier.keras"))  # refitted, whole
+
+
+def test_a_replaced_cached_classifier_is_not_reused(finished_run, tmp_path, monkeypatch):
+    config, out, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    import saliency_detect.models as models
+
+    models.save_model(models.mnist_net_f(), copy / "classifier.keras")  # another model, same settings
+
+    class Retrained(Exception):
+        pass
+
+    def retrain(*args, **kwargs):
+        raise Retrained
+
+    monkeypatch.setattr(models, "train_classifier", retrain)
+    with pytest.warns(UserWarning, match="is not the classifier this run trained"), pytest.raises(Retrained):
+        run_experiment(config, copy, verbose=0)
+
+
 def test_feature_baselines_are_not_refitted_on_a_rerun(tmp_path, monkeypatch):
     from saliency_detect.detector import LIDDetector
 

@@ -12,7 +12,9 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,6 +106,23 @@ class _Run:
         self.all_timings[key] = self.all_timings.get(key, 0.0) + seconds
         atomic_write_text(self.cache / "timings.json", json.dumps(self.all_timings, indent=1))
         return value
+
+
+def _cached_json(path: Path, check: Callable[[Any], Any] = lambda value: value) -> Any:
+    """A cached JSON file's content passed through `check`, or None when absent or damaged.
+
+    A damaged cache (unreadable, not JSON, missing a field `check` reads) is not an
+    error: it is recomputed, with a warning naming the file.
+    """
+    if not path.exists():
+        return None
+    try:
+        return check(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        warnings.warn(
+            f"The cached file '{path}' is damaged ({type(e).__name__}: {e}); recomputing it.", stacklevel=2
+        )
+        return None
 
 
 def _read_timings(path: Path) -> dict[str, float]:
@@ -383,10 +402,23 @@ def _classifier(run: _Run, dataset) -> tuple[Any, dict[str, Any]]:
         }
         path = run.out / "classifier.keras"
         stamp = run.cache / "classifier.json"
-        if path.exists() and stamp.exists() and json.loads(stamp.read_text())["settings"] == settings:
-            f = load_model(path, compile=False)
-            run.log(f"[classifier] reusing {path}")
-        else:
+        recorded = _cached_json(stamp, lambda c: (c["settings"], str(c["fingerprint"])))
+        f = None
+        if path.exists() and recorded is not None and recorded[0] == settings:
+            try:
+                f = load_model(path, compile=False)
+            except ValueError as e:
+                warnings.warn(f"{e} Retraining the classifier.", stacklevel=2)
+            if f is not None and model_fingerprint(f) != recorded[1]:
+                warnings.warn(
+                    f"'{path}' is not the classifier this run trained (its fingerprint differs from the one "
+                    f"recorded in '{stamp}'): it was replaced or damaged. Retraining it.",
+                    stacklevel=2,
+                )
+                f = None
+            if f is not None:
+                run.log(f"[classifier] reusing {path}")
+        if f is None:
             run.log(f"[classifier] training {name} for {settings['epochs']} epochs")
             f = get_model_builder(name)(input_shape=dataset.input_shape, num_classes=dataset.num_classes)
             run.timed(
@@ -404,7 +436,9 @@ def _classifier(run: _Run, dataset) -> tuple[Any, dict[str, Any]]:
                     verbose=2 if run.verbose >= 2 else 0,
                 ),
             )
-            atomic_write_text(stamp, json.dumps({"settings": settings}, indent=2))
+            atomic_write_text(
+                stamp, json.dumps({"settings": settings, "fingerprint": model_fingerprint(f)}, indent=2)
+            )
         source = str(path)
     accuracy = classifier_accuracy(f, dataset.x_test, dataset.y_test)
     run.log(f"[classifier] test accuracy {accuracy:.4f}")
@@ -436,7 +470,9 @@ def _epsilon(run: _Run, f, spec: AttackSpec, x_test, y_test, target: float) -> d
     params = effective_params(get_attack(spec.name), dict(spec.params))
     key = _digest(spec.name, params, model_fingerprint(f), n, target)
     cache_file = run.cache / "epsilon.json"
-    cached = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    cached = (
+        _cached_json(cache_file, lambda c: {k: {"eps": float(v["eps"]), **v} for k, v in c.items()}) or {}
+    )
     if key not in cached:
         run.log(f"[{spec.display}] searching the minimal ε for accuracy < {target:.0%} on {n} images")
         found = run.timed(
@@ -517,8 +553,13 @@ def _saliency_detector(run: _Run, f, x_clean, x_adv, input_mode: str, spec: Atta
     key = _digest(effective, spec.name, _attack_params(run, spec, eps), model_fingerprint(f), len(x_clean))
     path = run.cache / "detectors" / f"{spec.display}-{input_mode.replace('+', '_')}-{recipe}-{key}"
     if path.exists():
-        run.log(f"[{spec.display}] reusing detector {path.name}")
-        return SaliencyDetector.load(path, classifier=f)
+        try:
+            detector = SaliencyDetector.load(path, classifier=f)
+            run.log(f"[{spec.display}] reusing detector {path.name}")
+            return detector
+        except (ValueError, OSError) as e:  # damaged, or saved by an older version
+            warnings.warn(f"The cached detector is not reused ({e}); fitting it again.", stacklevel=2)
+            shutil.rmtree(path, ignore_errors=True)
     run.log(
         f"[{spec.display}] fitting the {input_mode} detector ({recipe} recipe) on "
         f"{len(x_clean)} + {len(x_adv)} images"
@@ -556,10 +597,10 @@ def _feature_baseline(run: _Run, f, kind: str, x_clean, x_adv, spec: AttackSpec,
         len(x_test),
     )
     path = run.cache / "baselines" / f"{spec.display}-{kind}-{key}.json"
-    if path.exists():
+    cached = _cached_json(path, lambda c: (dict(c["report"]), c["roc"]))
+    if cached is not None:
         run.log(f"[{spec.display}] reusing the {kind} baseline's scores {path.name}")
-        cached = json.loads(path.read_text())
-        return cached["report"], cached["roc"]
+        return cached
     run.log(f"[{spec.display}] fitting the {kind} baseline on {len(x_clean)} + {len(x_adv)} images")
     run.timed(f"detector/{spec.display}/{kind}", lambda: detector.fit(x_clean, x_adv))
     report, curve = _evaluate(run, f, detector, x_test, y_test, x_test_adv, spec.display)
