@@ -282,3 +282,16 @@ def test_the_api_reference_names_every_public_object(subpackage):
         f"docs/api/{subpackage}.md misses {sorted(exported - documented)} "
         f"and names {sorted(documented - exported)} that `__all__` does not export"
     )
+
+
+def test_every_test_the_reliability_page_cites_exists():
+    """`docs/reliability.md` names the test behind each guarantee; a renamed test must not go stale."""
+    text = (REPO / "docs" / "reliability.md").read_text()
+    cited, current = [], None
+    for match in re.finditer(r"`(tests/[\w/]+\.py)?::(\w+)`", text):
+        current = match.group(1) or current
+        cited.append((current, match.group(2)))
+    assert len(cited) >= 20
+    for path, name in cited:
+        source = (REPO / path).read_text()
+        assert re.search(rf"^def {name}\(", source, flags=re.M), f"{path}::{name} is cited but does not exist"
