@@ -9,6 +9,7 @@ from sklearn.exceptions import NotFittedError
 
 from saliency_detect.attacks import detector_aware, fgsm
 from saliency_detect.detector import (
+    FeatureSqueezingDetector,
     GuardedClassifier,
     KernelDensityDetector,
     LIDDetector,
@@ -120,11 +121,12 @@ def test_guard_rejects_bad_images(trained_mnist_f, detector):
     [
         lambda f: KernelDensityDetector(f, mc_samples=10, random_state=0),
         lambda f: LIDDetector(f, random_state=0),
+        lambda f: FeatureSqueezingDetector(f),
         lambda f: SaliencyDetector(
             f, input_mode="image", epochs=2, learning_rate=1e-3, verbose=0, random_state=0
         ),
     ],
-    ids=["kernel_density", "lid", "image_only"],
+    ids=["kernel_density", "lid", "feature_squeezing", "image_only"],
 )
 def test_baselines_share_the_contract_and_detect_fgsm(trained_mnist_f, data, make):
     det = make(trained_mnist_f)
@@ -163,6 +165,75 @@ def test_lid_estimate_matches_the_formula():
     own = _lid(tf.constant(reference[:1]), tf.constant(reference), k).numpy()
     d_own = np.sort(np.linalg.norm(reference[1:].astype(np.float64) - reference[0], axis=1))[:k]
     np.testing.assert_allclose(own, -1.0 / np.mean(np.log(d_own / d_own[-1])), rtol=1e-5)
+
+
+def test_median_smoothing_matches_scipy_and_a_hand_computation():
+    from scipy import ndimage
+
+    from saliency_detect.detector import median_smoothing
+
+    # By hand, a 3 x 3 image, 2 x 2 window (the pixel, the one above, left and above-left;
+    # edges reflected), the upper of the two middle values:
+    image = np.array([[1, 9, 2], [8, 3, 7], [4, 6, 5]], np.float32)
+    expected = np.array([[1, 9, 9], [8, 8, 7], [8, 6, 6]], np.float32)
+    got = median_smoothing(tf.constant(image[None, :, :, None]), 2).numpy()[0, :, :, 0]
+    np.testing.assert_array_equal(got, expected)
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 9, 8, 2)).astype(np.float32)
+    for size in (2, 3):
+        reference = ndimage.median_filter(x, size=(1, size, size, 1), mode="reflect")
+        np.testing.assert_array_equal(median_smoothing(tf.constant(x), size).numpy(), reference)
+
+
+def test_bit_depth_reduction_matches_the_paper():
+    from saliency_detect.detector import bit_depth
+
+    x = np.array([0.0, 0.2, 0.49, 0.51, 1.0], np.float32).reshape(1, 1, 5, 1)
+    np.testing.assert_array_equal(bit_depth(tf.constant(x), 1).numpy().ravel(), [0, 0, 0, 1, 1])
+    # 5 bits: 31 levels; in another clip range the same levels, mapped back.
+    np.testing.assert_allclose(bit_depth(tf.constant(x), 5).numpy().ravel(), np.round(x.ravel() * 31) / 31)
+    shifted = bit_depth(tf.constant(x * 2 - 1), 1, (-1.0, 1.0)).numpy().ravel()
+    np.testing.assert_array_equal(shifted, [-1, -1, -1, 1, 1])
+
+
+def test_feature_squeezing_score_is_the_largest_l1_softmax_change(trained_mnist_f, data):
+    from saliency_detect.detector import bit_depth, median_smoothing
+
+    x = data["x_test"][:16]
+    det = FeatureSqueezingDetector(trained_mnist_f).fit(data["x_train"][:200], data["x_train_adv"][:200])
+    assert det.squeezers_ == (("bit_depth", 1), ("median", 2))
+    p = tf.nn.softmax(trained_mnist_f(x)).numpy()
+    by_hand = np.max(
+        [
+            np.abs(p - tf.nn.softmax(trained_mnist_f(bit_depth(tf.constant(x), 1))).numpy()).sum(1),
+            np.abs(p - tf.nn.softmax(trained_mnist_f(median_smoothing(tf.constant(x), 2))).numpy()).sum(1),
+        ],
+        axis=0,
+    )
+    np.testing.assert_allclose(det.decision_function(x), by_hand, rtol=1e-4, atol=1e-6)
+    # The threshold flags 5% of the clean fit images (the paper's rule).
+    flagged = det.predict(data["x_train"][:200]).mean()
+    assert flagged <= 0.05 and det.threshold_source_ == "clean fit images at FPR 0.05"
+    # Fitting on clean images alone gives the same threshold: the adversarial ones are not used.
+    alone = FeatureSqueezingDetector(trained_mnist_f).fit(data["x_train"][:200])
+    assert alone.threshold_ == det.threshold_
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"squeezers": [("blur", 2)]}, "Unknown squeezer 'blur'"),
+        ({"squeezers": [("bit_depth", 0)]}, r"bits must be an integer in \[1, 16\]"),
+        ({"squeezers": [("median", 1)]}, r"window size must be an integer in \[2, 16\]"),
+        ({"squeezers": []}, "non-empty list"),
+        ({"fpr": 1.0}, r"`fpr` must be a rate in \(0, 1\)"),
+    ],
+)
+def test_feature_squeezing_refuses_bad_parameters(trained_mnist_f, data, params, message):
+    with pytest.raises(ValueError, match=message):
+        FeatureSqueezingDetector(trained_mnist_f, **params).fit(data["x_train"][:40])
+    with pytest.raises(ValueError, match="at least 20 clean images"):
+        FeatureSqueezingDetector(trained_mnist_f).fit(data["x_train"][:5])
 
 
 # ---------------------------------------------------------------- reports

@@ -5,8 +5,9 @@
 - `GuardedClassifier`: a fitted detector in front of its classifier, as one Keras model
   that can be saved and exported.
 - Baselines with the same `fit` / `predict_proba` contract: `KernelDensityDetector`
-  (kernel density + Bayesian uncertainty, Feinman et al. 2017) and `LIDDetector` (local
-  intrinsic dimensionality, Ma et al. 2018).
+  (kernel density + Bayesian uncertainty, Feinman et al. 2017), `LIDDetector` (local
+  intrinsic dimensionality, Ma et al. 2018) and `FeatureSqueezingDetector` (bit-depth
+  reduction and median smoothing, Xu et al. 2018).
 
 Every detector follows scikit-learn's estimator contract: parameters stored as given
 and checked in `fit`, `fit` returns `self`, fitted state ends in `_`, and
@@ -19,11 +20,19 @@ from saliency_detect.detector._baselines import KernelDensityDetector, LIDDetect
 from saliency_detect.detector._detector import RECIPES, SaliencyDetector, default_detector
 from saliency_detect.detector._features import DETECTOR_SALIENCY, INPUT_MODES, SaliencyFeatures
 from saliency_detect.detector._guard import GuardedClassifier, GuardedPrediction
+from saliency_detect.detector._squeezing import (
+    PAPER_SQUEEZERS,
+    FeatureSqueezingDetector,
+    bit_depth,
+    median_smoothing,
+)
 
 __all__ = [
     "DETECTOR_SALIENCY",
     "INPUT_MODES",
+    "PAPER_SQUEEZERS",
     "RECIPES",
+    "FeatureSqueezingDetector",
     "GuardedClassifier",
     "GuardedPrediction",
     "KernelDensityDetector",
@@ -31,5 +40,7 @@ __all__ = [
     "SaliencyDetector",
     "SaliencyFeatures",
     "balanced_threshold",
+    "bit_depth",
     "default_detector",
+    "median_smoothing",
 ]
