@@ -135,7 +135,7 @@ def test_the_paper_configs_ship_by_name(name, levels, dataset):
     assert [a.name for a in config.attacks] == ["fgsm", "bim", "iterative_l2", "jsma"]
     assert [a.target_accuracy for a in config.attacks] == levels  # Table 1's, as the paper's f(x_adv)
     assert config.detector_recipes == ("converge", "paper")
-    assert set(config.baselines) == {"image", "kernel_density", "lid", "feature_squeezing"}
+    assert set(config.baselines) == {"image", "kernel_density", "lid", "mahalanobis", "feature_squeezing"}
 
 
 def test_an_unknown_config_name_lists_the_shipped_ones():
@@ -334,7 +334,7 @@ def test_a_replaced_cached_classifier_is_not_reused(finished_run, tmp_path, monk
         run_experiment(config, copy, verbose=0)
 
 
-@pytest.mark.parametrize("kind", ["lid", "feature_squeezing"])
+@pytest.mark.parametrize("kind", ["lid", "mahalanobis", "feature_squeezing"])
 def test_feature_baselines_are_not_refitted_on_a_rerun(tmp_path, monkeypatch, kind):
     from saliency_detect import detector as detectors
 
@@ -342,7 +342,11 @@ def test_feature_baselines_are_not_refitted_on_a_rerun(tmp_path, monkeypatch, ki
     first = run_experiment(config, tmp_path, verbose=0)
     assert len(list((tmp_path / "cache" / "baselines").glob(f"fgsm-{kind}-*.json"))) == 1
     assert {r["detector"] for r in first["comparison"]} >= {kind}
-    cls = detectors.LIDDetector if kind == "lid" else detectors.FeatureSqueezingDetector
+    cls = {
+        "lid": detectors.LIDDetector,
+        "mahalanobis": detectors.MahalanobisDetector,
+        "feature_squeezing": detectors.FeatureSqueezingDetector,
+    }[kind]
     monkeypatch.setattr(cls, "fit", lambda *a, **k: pytest.fail(f"{kind} was refitted"))
     again = run_experiment(config, tmp_path, verbose=0)
     assert again["comparison"] == first["comparison"] and again["roc"] == first["roc"]

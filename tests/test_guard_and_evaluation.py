@@ -13,6 +13,7 @@ from saliency_detect.detector import (
     GuardedClassifier,
     KernelDensityDetector,
     LIDDetector,
+    MahalanobisDetector,
     SaliencyDetector,
     SaliencyFeatures,
 )
@@ -122,11 +123,12 @@ def test_guard_rejects_bad_images(trained_mnist_f, detector):
         lambda f: KernelDensityDetector(f, mc_samples=10, random_state=0),
         lambda f: LIDDetector(f, random_state=0),
         lambda f: FeatureSqueezingDetector(f),
+        lambda f: MahalanobisDetector(f, random_state=0),
         lambda f: SaliencyDetector(
             f, input_mode="image", epochs=2, learning_rate=1e-3, verbose=0, random_state=0
         ),
     ],
-    ids=["kernel_density", "lid", "feature_squeezing", "image_only"],
+    ids=["kernel_density", "lid", "feature_squeezing", "mahalanobis", "image_only"],
 )
 def test_baselines_share_the_contract_and_detect_fgsm(trained_mnist_f, data, make):
     det = make(trained_mnist_f)
@@ -234,6 +236,71 @@ def test_feature_squeezing_refuses_bad_parameters(trained_mnist_f, data, params,
         FeatureSqueezingDetector(trained_mnist_f, **params).fit(data["x_train"][:40])
     with pytest.raises(ValueError, match="at least 20 clean images"):
         FeatureSqueezingDetector(trained_mnist_f).fit(data["x_train"][:5])
+
+
+def _small_classifier():
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2D(3, 3, activation="relu", name="c1")(inputs)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    h = keras.layers.Dense(4, activation="relu", name="fc")(h)
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(h))
+
+
+def test_mahalanobis_confidence_matches_a_hand_computation():
+    import keras
+
+    f = _small_classifier()
+    rng = np.random.default_rng(0)
+    x_clean = rng.random((40, 6, 6, 1), dtype=np.float32)
+    x_adv = np.clip(x_clean + rng.normal(0, 0.3, x_clean.shape), 0, 1).astype(np.float32)
+    det = MahalanobisDetector(f, random_state=7).fit(x_clean, x_adv)
+    assert det.layers_ == ["c1", "fc"]  # every conv and dense layer but the logits
+    # By hand: the same half of the clean images (the detector's seeded split) fits the Gaussians.
+    rows = np.sort(np.random.default_rng(7).permutation(np.arange(40))[:20])
+    features = keras.Model(f.inputs[0], [f.get_layer("c1").output, f.get_layer("fc").output, f.output])
+    c1, fc, logits = (np.asarray(o, np.float64) for o in features(x_clean[rows]))
+    predicted = logits.argmax(1)
+    probe = x_adv[:6]
+    p_c1, p_fc, _ = (np.asarray(o, np.float64) for o in features(probe))
+    expected = []
+    for fit_h, probe_h in ((c1.mean(axis=(1, 2)), p_c1.mean(axis=(1, 2))), (fc, p_fc)):
+        classes = np.unique(predicted)
+        means = {c: fit_h[predicted == c].mean(0) for c in classes}
+        centred = fit_h - np.stack([means[c] for c in predicted])
+        precision = np.linalg.pinv(centred.T @ centred / len(centred))
+        d = np.stack(
+            [np.einsum("nc,cd,nd->n", probe_h - means[c], precision, probe_h - means[c]) for c in classes]
+        )
+        expected.append(-d.min(axis=0))
+    np.testing.assert_allclose(det.confidences(probe), np.stack(expected, axis=1), rtol=2e-3, atol=1e-4)
+
+
+def test_mahalanobis_preprocessing_raises_the_confidence(trained_mnist_f, data):
+    plain = MahalanobisDetector(trained_mnist_f, layers=["fc1"], random_state=0)
+    plain.fit(data["x_train"][:300], data["x_train_adv"][:300])
+    nudged = MahalanobisDetector(trained_mnist_f, layers=["fc1"], noise_magnitude=0.002, random_state=0)
+    nudged.fit(data["x_train"][:300], data["x_train_adv"][:300])
+    np.testing.assert_allclose(nudged.means_[0], plain.means_[0])  # the Gaussians do not depend on it
+    gain = nudged.confidences(data["x_test"][:50]) - plain.confidences(data["x_test"][:50])
+    assert np.mean(gain > 0) > 0.9  # one signed step up the confidence's gradient
+
+
+def test_mahalanobis_refuses_bad_parameters(trained_mnist_f, data):
+    with pytest.raises(ValueError, match="must name layers of the classifier"):
+        MahalanobisDetector(trained_mnist_f, layers=["conv9"]).fit(
+            data["x_train"][:40], data["x_train_adv"][:40]
+        )
+    with pytest.raises(ValueError, match="noise_magnitude"):
+        MahalanobisDetector(trained_mnist_f, noise_magnitude=-0.1).fit(
+            data["x_train"][:40], data["x_train_adv"][:40]
+        )
+    with pytest.raises(ValueError, match="at least 4 clean images"):
+        MahalanobisDetector(trained_mnist_f).fit(data["x_train"][:3], data["x_train_adv"][:3])
+    with pytest.raises(NotFittedError):
+        MahalanobisDetector(trained_mnist_f).confidences(data["x_test"][:2])
 
 
 # ---------------------------------------------------------------- reports

@@ -6,7 +6,8 @@
   that can be saved and exported.
 - Baselines with the same `fit` / `predict_proba` contract: `KernelDensityDetector`
   (kernel density + Bayesian uncertainty, Feinman et al. 2017), `LIDDetector` (local
-  intrinsic dimensionality, Ma et al. 2018) and `FeatureSqueezingDetector` (bit-depth
+  intrinsic dimensionality, Ma et al. 2018), `MahalanobisDetector` (class-conditional
+  Gaussians on f's features, Lee et al. 2018) and `FeatureSqueezingDetector` (bit-depth
   reduction and median smoothing, Xu et al. 2018).
 
 Every detector follows scikit-learn's estimator contract: parameters stored as given
@@ -20,6 +21,7 @@ from saliency_detect.detector._baselines import KernelDensityDetector, LIDDetect
 from saliency_detect.detector._detector import RECIPES, SaliencyDetector, default_detector
 from saliency_detect.detector._features import DETECTOR_SALIENCY, INPUT_MODES, SaliencyFeatures
 from saliency_detect.detector._guard import GuardedClassifier, GuardedPrediction
+from saliency_detect.detector._mahalanobis import MahalanobisDetector
 from saliency_detect.detector._squeezing import (
     PAPER_SQUEEZERS,
     FeatureSqueezingDetector,
@@ -37,6 +39,7 @@ __all__ = [
     "GuardedPrediction",
     "KernelDensityDetector",
     "LIDDetector",
+    "MahalanobisDetector",
     "SaliencyDetector",
     "SaliencyFeatures",
     "balanced_threshold",

@@ -27,7 +27,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 #: Baseline detectors `run_experiment` can fit beside the saliency detector.
-BASELINES = ("image", "kernel_density", "lid", "feature_squeezing")
+BASELINES = ("image", "kernel_density", "lid", "mahalanobis", "feature_squeezing")
 
 
 @dataclass(frozen=True)

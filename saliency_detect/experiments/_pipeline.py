@@ -575,20 +575,24 @@ def _saliency_detector(run: _Run, f, x_clean, x_adv, input_mode: str, spec: Atta
 
 
 def _feature_baseline(run: _Run, f, kind: str, x_clean, x_adv, spec: AttackSpec, eps, test) -> tuple:
-    """Fit a feature-space baseline (kernel density, LID, feature squeezing) and score the test pairs.
+    """Fit a feature-space baseline (KD+BU, LID, Mahalanobis, feature squeezing) and score the test pairs.
 
     These detectors are scikit-learn pipelines over f's features, not Keras models, so
     what is cached is their report and ROC curve: a resumed run does not refit them.
     """
-    from saliency_detect.detector import FeatureSqueezingDetector, KernelDensityDetector, LIDDetector
+    from saliency_detect import detector as detectors
     from saliency_detect.models import model_fingerprint
 
     x_test, y_test, x_test_adv = test
     if kind == "feature_squeezing":  # thresholded on clean images at 5% FPR, as its paper
-        detector = FeatureSqueezingDetector(f)
+        detector = detectors.FeatureSqueezingDetector(f)
     else:
-        cls = KernelDensityDetector if kind == "kernel_density" else LIDDetector
-        detector = cls(f, random_state=run.config.seed)
+        classes = {
+            "kernel_density": detectors.KernelDensityDetector,
+            "lid": detectors.LIDDetector,
+            "mahalanobis": detectors.MahalanobisDetector,
+        }
+        detector = classes[kind](f, random_state=run.config.seed)
     params = {k: v for k, v in detector.get_params().items() if k != "classifier"}
     key = _digest(
         kind,
