@@ -143,7 +143,10 @@ def add_parser(subparsers) -> None:
         "--baselines",
         type=_baselines,
         default=None,
-        help="comma-separated: image,kernel_density,lid,mahalanobis,feature_squeezing, or none (default: all five)",
+        help=(
+            "comma-separated: image,kernel_density,lid,mahalanobis,feature_squeezing, "
+            "or none (default: all five)"
+        ),
     )
     p.add_argument(
         "--eps-factors", type=_floats, default=None, help="cross-ε matrix at ε times these, e.g. 0.5,2"
