@@ -748,6 +748,36 @@ def test_control_moves_the_perturbation_to_random_pixels():
     assert _near(x, x_adv, radius=0).sum(axis=(1, 2)).tolist() == [2, 2, 2]
 
 
+def test_near_perturbation_is_not_applicable_when_the_perturbation_is_everywhere():
+    from saliency_detect.experiments._explain import _measures, _not_applicable
+
+    rng = np.random.default_rng(0)
+    x = np.full((2, 8, 8, 1), 0.5, np.float32)
+    sparse = x.copy()
+    sparse[:, 2, 3] = 0.9  # one pixel: its 3x3 neighbourhood is 9 of 64 pixels
+    dense = np.clip(x + rng.choice([-0.03, 0.03], x.shape), 0, 1).astype(np.float32)  # every pixel, as PGD
+    maps = {k: rng.random((2, 8, 8)) for k in ("gb_predicted", "gb_true", "cam_true", "cam_predicted")}
+    other = {k: rng.random((2, 8, 8)) for k in maps}
+    few = _measures(maps, other, x, sparse, radius=1, fraction=0.1)
+    assert np.isfinite(few["attention_near_perturbation"]).all()
+    assert _not_applicable("attention_near_perturbation", few) is None
+    everywhere = _measures(maps, other, x, dense, radius=1, fraction=0.1)
+    assert np.isnan(everywhere["attention_near_perturbation"]).all()
+    reason = _not_applicable("attention_near_perturbation", everywhere)
+    assert reason.startswith("the pixels within the radius of a perturbed pixel cover 100% of each image")
+    assert _not_applicable("entropy_change", everywhere) is None
+    # The control of the adversarial-class overlap can be given its own map (same class pair, clean image).
+    pair = rng.random((2, 8, 8))
+    controlled = _measures(maps, other, x, sparse, radius=1, fraction=0.1, adversarial_class_map=pair)
+    direct = _measures(maps, {**other, "cam_predicted": pair}, x, sparse, radius=1, fraction=0.1)
+    np.testing.assert_array_equal(
+        controlled["gradcam_overlap_adversarial_class"], direct["gradcam_overlap_adversarial_class"]
+    )
+    assert not np.array_equal(
+        controlled["gradcam_overlap_adversarial_class"], few["gradcam_overlap_adversarial_class"]
+    )
+
+
 @pytest.fixture(scope="module")
 def finished_explain(tmp_path_factory):
     from saliency_detect.experiments import run_explain
@@ -779,8 +809,18 @@ def test_explain_writes_the_claims_table_and_figures(finished_explain):
     # overlap must stay within [0, 1]; PGD's true-class maps move more than the control's.
     overlap = pgd["measures"]["gradcam_overlap_true_class"]
     assert 0.0 <= overlap["attack"]["mean"] <= 1.0 and 0.0 <= overlap["control"]["mean"] <= 1.0
+    # PGD changes every pixel: "near the perturbation" is no region, and the table says so.
+    near = pgd["measures"]["attention_near_perturbation"]
+    assert near["attack"]["n"] == 0
+    assert re.match(
+        r"the pixels within the radius .* cover \d+% of each image \(more than 50%\)", near["not_applicable"]
+    )
+    pixel = results["attacks"]["pixel_attack"]
+    if pixel["n_analysed"]:
+        assert "not_applicable" not in pixel["measures"]["attention_near_perturbation"]
     tables = (out / "tables.md").read_text()
     assert tables.startswith("# Attention under attack") and "| pgd | entropy_change |" in tables
+    assert "| pgd | attention_near_perturbation | n/a: the pixels within the radius" in tables
     assert (out / "attention_pgd.png").read_bytes().startswith(b"\x89PNG")
     page = (out / "report.html").read_text()
     assert page.count('<img src="data:image/png;base64,') == len(list(out.glob("attention_*.png")))

@@ -41,10 +41,17 @@ MEASURES = {
     ),
     "gradcam_overlap_adversarial_class": (
         "share of the clean image's top Grad-CAM pixels (true class) among the adversarial image's "
-        "top pixels for the class f now predicts",
+        "top pixels for the class f now predicts; its control compares the same two classes on the "
+        "clean image (a random perturbation of the attack's size seldom changes f's class: "
+        "`control_fooled_rate`), so the control tells how much of the overlap the class pair alone gives",
         "the adversarial class is seen where the true class was",
     ),
 }
+
+#: Above this share of the image within `radius` of a perturbed pixel, "near the
+#: perturbation" is no region (an L∞ attack such as PGD changes nearly every pixel) and
+#: `attention_near_perturbation` is not applicable to the image.
+MAX_NEAR_COVERAGE = 0.5
 
 
 def _interval(values: np.ndarray) -> dict[str, float]:
@@ -94,20 +101,39 @@ def _top_overlap(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
     return top_k_intersection(a, b, k)
 
 
-def _measures(clean, other, x, x_other, radius: int, fraction: float) -> dict[str, np.ndarray]:
+def _measures(
+    clean, other, x, x_other, radius: int, fraction: float, adversarial_class_map=None
+) -> dict[str, np.ndarray]:
+    """Each measure per image; NaN where a measure does not apply to the image.
+
+    `adversarial_class_map` replaces `other["cam_predicted"]` in the adversarial-class
+    overlap (the control passes the clean image's map for the attack's class).
+    """
     from saliency_detect.saliency.metrics import entropy, mass_in_mask, spearman
 
     near = _near(x, x_other, radius)
+    shift = mass_in_mask(other["gb_predicted"], near) - mass_in_mask(clean["gb_predicted"], near)
+    coverage = near.mean(axis=(1, 2))
+    cam_adversarial = other["cam_predicted"] if adversarial_class_map is None else adversarial_class_map
     return {
-        "attention_near_perturbation": mass_in_mask(other["gb_predicted"], near)
-        - mass_in_mask(clean["gb_predicted"], near),
+        "attention_near_perturbation": np.where(coverage > MAX_NEAR_COVERAGE, np.nan, shift),
         "entropy_change": entropy(other["gb_predicted"]) - entropy(clean["gb_predicted"]),
         "rank_correlation_true_class": spearman(clean["gb_true"], other["gb_true"]),
         "gradcam_overlap_true_class": _top_overlap(clean["cam_true"], other["cam_true"], fraction),
-        "gradcam_overlap_adversarial_class": _top_overlap(
-            clean["cam_true"], other["cam_predicted"], fraction
-        ),
+        "gradcam_overlap_adversarial_class": _top_overlap(clean["cam_true"], cam_adversarial, fraction),
+        "near_coverage": coverage,
     }
+
+
+def _not_applicable(name: str, measured: dict[str, np.ndarray]) -> str | None:
+    """Why a measure is undefined for every analysed image, or None when it is defined for some."""
+    if name == "attention_near_perturbation" and not np.isfinite(measured[name]).any():
+        coverage = float(np.mean(measured["near_coverage"]))
+        return (
+            f"the pixels within the radius of a perturbed pixel cover {coverage:.0%} of each image "
+            f"(more than {MAX_NEAR_COVERAGE:.0%}), so 'near the perturbation' is no region"
+        )
+    return None
 
 
 def _grid_png(label: str, x, x_adv, clean, adv, y, y_adv, class_names) -> bytes:
@@ -196,6 +222,7 @@ def run_explain(
 
 
 def _explain(run) -> dict[str, Any]:
+    from saliency_detect import saliency
     from saliency_detect.experiments._outputs import _safe
     from saliency_detect.experiments._pipeline import _adversarial, _classifier, _versions
     from saliency_detect.models import predict_labels
@@ -231,13 +258,23 @@ def _explain(run) -> dict[str, Any]:
             control = run.timed(
                 f"saliency/{label}", lambda xc=x_control, ys=ys, yc=y_control: _maps(f, xc, ys, yc)
             )
+            # Grad-CAM of the clean image for the class the attack reached: the like-for-like
+            # control of the adversarial-class overlap (same two classes, no perturbation).
+            pair = run.timed(
+                f"saliency/{label}", lambda xs=xs, ya=ya: saliency.grad_cam(f, xs, target=ya, batch_size=64)
+            )
             measured = _measures(clean, adv, xs, xa, config.radius, config.top_fraction)
-            controlled = _measures(clean, control, xs, x_control, config.radius, config.top_fraction)
+            controlled = _measures(
+                clean, control, xs, x_control, config.radius, config.top_fraction, adversarial_class_map=pair
+            )
             for name in MEASURES:
                 info["measures"][name] = {
                     "attack": _interval(measured[name]),
                     "control": _interval(controlled[name]),
                 }
+                reason = _not_applicable(name, measured)
+                if reason is not None:
+                    info["measures"][name]["not_applicable"] = reason
             info["control_fooled_rate"] = float(np.mean(y_control != ys))
             shown = slice(0, min(config.n_figures, len(xs)))
             figures[f"attention_{_safe(label)}.png"] = _grid_png(

@@ -175,6 +175,9 @@ def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
     rows = []
     for label, info in results["attacks"].items():
         for name, m in info["measures"].items():
+            if "not_applicable" in m:
+                rows.append([label, name, f"n/a: {m['not_applicable']}", "n/a"])
+                continue
             rows.append(
                 [
                     label,
@@ -185,7 +188,8 @@ def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
             )
     sections.append(
         (
-            "Claims measured (mean, 95% CI; control: the same perturbation at random pixels)",
+            "Claims measured (mean, 95% CI; control: the same perturbation at random pixels, and for "
+            "gradcam_overlap_adversarial_class the clean image's Grad-CAM for the adversarial class)",
             ["attack", "measure", "adversarial", "control"],
             rows,
         )
