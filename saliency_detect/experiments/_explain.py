@@ -57,8 +57,8 @@ MAX_NEAR_COVERAGE = 0.5
 def _interval(values: np.ndarray) -> dict[str, float]:
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    if len(values) == 0:  # None, not NaN: results.json stays standard JSON and compares equal
+        return {"mean": None, "low": None, "high": None, "n": 0}
     mean = float(values.mean())
     half = 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values)) if len(values) > 1 else 0.0
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(values)}

@@ -178,14 +178,7 @@ def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
             if "not_applicable" in m:
                 rows.append([label, name, f"n/a: {m['not_applicable']}", "n/a"])
                 continue
-            rows.append(
-                [
-                    label,
-                    name,
-                    f"{m['attack']['mean']:.4f} [{m['attack']['low']:.4f}, {m['attack']['high']:.4f}]",
-                    f"{m['control']['mean']:.4f} [{m['control']['low']:.4f}, {m['control']['high']:.4f}]",
-                ]
-            )
+            rows.append([label, name, _interval_text(m["attack"]), _interval_text(m["control"])])
     sections.append(
         (
             "Claims measured (mean, 95% CI; control: the same perturbation at random pixels, and for "
@@ -195,6 +188,13 @@ def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
         )
     )
     return sections
+
+
+def _interval_text(interval: dict) -> str:
+    """`mean [low, high]`, or `n/a (no image)` for a measure no image defined."""
+    if interval["mean"] is None:
+        return "n/a (no image)"
+    return f"{interval['mean']:.4f} [{interval['low']:.4f}, {interval['high']:.4f}]"
 
 
 def _eps(value) -> str:
