@@ -1,6 +1,7 @@
 """The library's one use of `tf.GradientTape`.
 
-Saliency methods, Grad-CAM and (later) the attacks all differentiate a per-example score
+Saliency methods, Grad-CAM, the attacks and the Mahalanobis detector's pre-processing
+differentiate a per-example score
 through this function, so there is a single place to reason about watched tensors,
 unconnected gradients and dtypes.
 """

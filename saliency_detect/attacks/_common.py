@@ -12,6 +12,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from saliency_detect._classes import predicted_classes
 from saliency_detect._gradients import score_gradients
 from saliency_detect._prepared import Prepared, prepare
 from saliency_detect._validation import (
@@ -22,7 +23,6 @@ from saliency_detect._validation import (
     model_image_shape,
 )
 
-PREDICTED = -1
 _TINY = 1e-12
 
 
@@ -75,7 +75,7 @@ def setup(
 ) -> tuple[Prepared, np.ndarray, np.ndarray]:
     """Validate an attack's common arguments; return the model's logits view, images and labels.
 
-    Labels are int32 with -1 for "the model's prediction on the clean image".
+    Labels are int32 with `PREDICTED` (-1) for "the model's prediction on the clean image".
     """
     clip_range = check_clip_range(clip_range)
     x = check_images(x, clip_range=clip_range, expected_shape=model_image_shape(model))
@@ -87,15 +87,10 @@ def setup(
     if y is None:
         if targeted:
             raise ValueError("`targeted=True` needs `y`: the target class of every image.")
-        labels = np.full(len(x), PREDICTED, np.int32)
+        labels = predicted_classes(len(x))
     else:
         labels = check_labels(y, n=len(x), num_classes=num_classes, name="y").astype(np.int32)
     return prepared, x, labels
-
-
-def resolve_labels(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """Replace -1 by the predicted class."""
-    return tf.where(labels >= 0, labels, tf.argmax(logits, axis=-1, output_type=tf.int32))
 
 
 def loss_gradient(prepared: Prepared, x: tf.Tensor, labels: tf.Tensor, targeted: bool) -> tf.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from saliency_detect._classes import resolve_classes
 from saliency_detect._prepared import run_compiled
 from saliency_detect._validation import check_positive_float, check_positive_int
 from saliency_detect.attacks._common import (
@@ -16,7 +17,6 @@ from saliency_detect.attacks._common import (
     loss_gradient,
     per_image,
     random_in_ball,
-    resolve_labels,
     setup,
     steepest_step,
 )
@@ -87,7 +87,7 @@ def projected_gradient(
 
         def step(x, labels, seeds, eps, eps_iter):
             eps, eps_iter = as_column(eps), as_column(eps_iter)
-            labels = resolve_labels(prepared.model(x, training=False), labels)
+            labels = resolve_classes(prepared.model(x, training=False), labels)
             best = attack_once(x, labels, tf.stack([seeds[0], tf.constant(0, tf.int64)]), eps, eps_iter)
             if restarts == 1:
                 return best

@@ -7,10 +7,11 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
 
+from saliency_detect._classes import resolve_classes
 from saliency_detect._gradients import score_gradients
 from saliency_detect._prepared import run_compiled
 from saliency_detect._validation import check_positive_float, check_positive_int
-from saliency_detect.attacks._common import resolve_labels, setup
+from saliency_detect.attacks._common import setup
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
@@ -92,7 +93,7 @@ def carlini_wagner_l2(
 
         def step(x, labels):
             batch = tf.shape(x)[0]
-            classes = resolve_labels(prepared.model(x, training=False), labels)
+            classes = resolve_classes(prepared.model(x, training=False), labels)
             to_unit = (x - low) / (high - low) * 2.0 - 1.0
             w0 = tf.atanh(tf.clip_by_value(to_unit, -1.0, 1.0) * 0.999999)
             const = tf.fill([batch], initial_const)

@@ -10,13 +10,13 @@ import tensorflow as tf
 from numpy.typing import ArrayLike
 
 from saliency_detect._batching import map_batches
+from saliency_detect._classes import resolve_classes
 from saliency_detect._gradients import score_gradients
 from saliency_detect._validation import model_image_shape
 from saliency_detect.attacks._common import (
     as_column,
     loss_gradient,
     per_image,
-    resolve_labels,
     setup,
     steepest_step,
 )
@@ -123,7 +123,7 @@ def detector_aware(
 
     def step(x, labels, eps, eps_iter):
         eps, eps_iter = as_column(eps), as_column(eps_iter)
-        labels = resolve_labels(prepared.model(x, training=False), labels)
+        labels = resolve_classes(prepared.model(x, training=False), labels)
 
         def move(adv):
             classifier = steepest_step(loss_gradient(prepared, adv, labels, targeted), eps_iter, norm)

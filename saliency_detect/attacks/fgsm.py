@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
 
+from saliency_detect._classes import resolve_classes
 from saliency_detect._prepared import run_compiled
 from saliency_detect.attacks._common import (
     as_column,
@@ -14,7 +15,6 @@ from saliency_detect.attacks._common import (
     check_norm,
     loss_gradient,
     per_image,
-    resolve_labels,
     setup,
     steepest_step,
 )
@@ -71,7 +71,7 @@ def fgsm(
 
     def build(prepared):
         def step(x, labels, eps):
-            labels = resolve_labels(prepared.model(x, training=False), labels)
+            labels = resolve_classes(prepared.model(x, training=False), labels)
             grad = loss_gradient(prepared, x, labels, targeted)
             return tf.clip_by_value(x + steepest_step(grad, as_column(eps), norm), low, high)
 

@@ -7,10 +7,11 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
 
+from saliency_detect._classes import resolve_classes
 from saliency_detect._gradients import score_gradients
 from saliency_detect._prepared import Prepared, run_compiled
 from saliency_detect._validation import check_positive_float
-from saliency_detect.attacks._common import resolve_labels, setup
+from saliency_detect.attacks._common import setup
 from saliency_detect.models._training import predict_labels
 
 # Elements of one chunk of the pair map (batch x rows x features): ~64 MB of float32.
@@ -255,7 +256,7 @@ def jsma(
     def build(prepared):
         def step(x, labels):
             shape, batch = tf.shape(x), tf.shape(x)[0]
-            classes = resolve_labels(prepared.model(x, training=False), labels)
+            classes = resolve_classes(prepared.model(x, training=False), labels)
             flat = tf.reshape(x, [batch, -1])
             domain = flat < high if increase else flat > low
             changed = tf.zeros([batch], tf.int32)

@@ -7,9 +7,10 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
 
+from saliency_detect._classes import resolve_classes
 from saliency_detect._prepared import run_compiled
 from saliency_detect._validation import check_positive_float, check_positive_int
-from saliency_detect.attacks._common import image_seeds, resolve_labels, setup
+from saliency_detect.attacks._common import image_seeds, setup
 
 # Most perturbed images evaluated in one model call (images per step x population).
 _EVALUATIONS_PER_CALL = 8192
@@ -131,7 +132,7 @@ def pixel_attack(
 
         def step(x, labels, seeds):
             batch = tf.shape(x)[0]
-            classes = resolve_labels(prepared.model(x, training=False), labels)
+            classes = resolve_classes(prepared.model(x, training=False), labels)
             seed = tf.stack([seeds[0], tf.constant(0, tf.int64)])
             unit = tf.random.stateless_uniform([batch, popsize, genes], seed)
             population = lo + unit * (hi - lo)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from saliency_detect._classes import PREDICTED
 from saliency_detect._gradients import score_gradients
 from saliency_detect._prepared import Prepared, prepare
 from saliency_detect.saliency._common import select_scores
@@ -92,7 +93,7 @@ class SaliencyFeatures(keras.layers.Layer):
 
         def score_fn(z):
             logits = prepared.model(z, training=False)
-            return select_scores(logits, tf.fill(tf.shape(logits)[:1], -1))[0], (logits,)
+            return select_scores(logits, tf.fill(tf.shape(logits)[:1], PREDICTED))[0], (logits,)
 
         _, (logits,), grads = score_gradients(score_fn, images)
         if self.normalization == "image":

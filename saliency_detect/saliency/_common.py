@@ -8,15 +8,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from saliency_detect._classes import predicted_classes, resolve_classes
 from saliency_detect._prepared import Prepared, prepare, run_compiled
 from saliency_detect._validation import check_images, check_labels, check_positive_int, model_image_shape
 
 REDUCTIONS = ("none", "abs", "max_abs")
-_PREDICTED = -1
 
 
 def resolve_targets(target, labels, *, n: int, num_classes: int) -> np.ndarray:
-    """Turn a `target=` argument into int32 class indices, with -1 meaning "predicted".
+    """Turn a `target=` argument into int32 class indices, `PREDICTED` (-1) meaning "predicted".
 
     Raises:
         ValueError: for an unknown target name, `"true"` without `labels`, or indices of
@@ -24,7 +24,7 @@ def resolve_targets(target, labels, *, n: int, num_classes: int) -> np.ndarray:
     """
     if isinstance(target, str):
         if target == "predicted":
-            return np.full(n, _PREDICTED, np.int32)
+            return predicted_classes(n)
         if target == "true":
             if labels is None:
                 raise ValueError("`target='true'` needs the true classes: pass `labels=` (one per image).")
@@ -41,8 +41,8 @@ def resolve_targets(target, labels, *, n: int, num_classes: int) -> np.ndarray:
 
 
 def select_scores(logits: tf.Tensor, target: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Return each image's logit for its target class, and the classes (predicted where -1)."""
-    classes = tf.where(target >= 0, target, tf.argmax(logits, axis=-1, output_type=tf.int32))
+    """Return each image's logit for its target class, and the classes (predicted where `PREDICTED`)."""
+    classes = resolve_classes(logits, target)
     return tf.gather(logits, classes, batch_dims=1), classes
 
 
