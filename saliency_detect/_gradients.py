@@ -1,9 +1,8 @@
 """The library's one use of `tf.GradientTape`.
 
 Saliency methods, Grad-CAM, the attacks and the Mahalanobis detector's pre-processing
-differentiate a per-example score
-through this function, so there is a single place to reason about watched tensors,
-unconnected gradients and dtypes.
+differentiate a per-example score through this function, so there is a single place to
+reason about watched tensors, unconnected gradients and dtypes.
 """
 
 from __future__ import annotations
