@@ -237,6 +237,25 @@ def test_minimal_epsilon_brackets_the_target_accuracy(trained_mnist_f, test_imag
     assert classifier_accuracy(trained_mnist_f, attacks.fgsm(trained_mnist_f, x, y, eps=found.eps), y) < 0.30
 
 
+def test_the_norm_of_an_attack_comes_from_its_parameters_or_its_declaration(model):
+    from saliency_detect.attacks._registry import attack_norm
+
+    assert attack_norm(attacks.fgsm, {}) == np.inf
+    assert attack_norm(attacks.fgsm, {"norm": 2}) == 2.0 and attack_norm(attacks.pgd, {"norm": "l2"}) == 2.0
+    assert attack_norm(attacks.iterative_l2, {}) == 2.0  # declared: its eps is always an L2 radius
+    assert attack_norm(attacks.bim, {}) == np.inf
+
+    def blur(model, x, y=None, *, eps, clip_range=(0.0, 1.0), batch_size=128):
+        return np.clip(np.asarray(x) + eps / np.sqrt(x[0].size), *clip_range).astype(np.float32)
+
+    assert attack_norm(blur, {}) == np.inf
+    blur.norm = 2  # a user's L2 attack says so the same way
+    y = predict_labels(model, X)
+    # The search starts at 1/16 of the largest L2 distance, sqrt(784) / 16 = 1.75 (L-infinity: 1/16).
+    with pytest.raises(ValueError, match=r"up to 28 \(eps_max\); the lowest was 1.000 at eps=1.75"):
+        attacks.minimal_epsilon(model, X, y, blur, max_evaluations=1)
+
+
 def test_l2_steps_keep_the_direction_of_a_vanishing_gradient():
     import tensorflow as tf
 

@@ -6,6 +6,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from saliency_detect.attacks._common import check_norm
 from saliency_detect.attacks.bim import bim
 from saliency_detect.attacks.carlini_wagner_l2 import carlini_wagner_l2
 from saliency_detect.attacks.fgsm import fgsm
@@ -85,6 +88,18 @@ def get_attack(name: str) -> Callable:
     if name not in _ATTACKS:
         raise ValueError(f"Unknown attack {name!r}. Expected one of: {', '.join(_ATTACKS)}.")
     return _ATTACKS[name]
+
+
+def attack_norm(fn: Callable, params: dict[str, Any]) -> float:
+    """Return the norm an attack's `eps` is measured in (`np.inf` or 2.0).
+
+    Its `norm` parameter (given or default), else the norm its function declares
+    (`fn.norm`, for attacks of one fixed norm such as `iterative_l2`), else L-infinity.
+    """
+    defaults = _defaults(fn)
+    if "norm" in params or "norm" in defaults:
+        return check_norm(params.get("norm", defaults.get("norm")))
+    return check_norm(getattr(fn, "norm", np.inf))
 
 
 def resolve_attack(attack: str | Callable) -> tuple[str, Callable]:

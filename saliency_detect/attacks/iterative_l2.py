@@ -57,3 +57,7 @@ def iterative_l2(
         model, x, y, eps=eps, norm=2, clip_range=clip_range, targeted=targeted, batch_size=batch_size,
         random_state=None, eps_iter=eps_iter, nb_iter=nb_iter, rand_init=False, restarts=1,
     )  # fmt: skip
+
+
+#: Its `eps` is an L2 radius, always (`minimal_epsilon` reads this to scale its search).
+iterative_l2.norm = 2.0

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from saliency_detect._validation import check_images, check_labels, check_positive_float, check_positive_int
-from saliency_detect.attacks._registry import check_params, resolve_attack
+from saliency_detect.attacks._registry import attack_norm, check_params, resolve_attack
 from saliency_detect.models._training import predict_labels
 
 #: Grid steps up to eps_max scanned when doubling ε never crossed the target.
@@ -109,7 +109,7 @@ def minimal_epsilon(
     y = check_labels(y, n=len(x), name="y")
 
     width = float(clip_range[1]) - float(clip_range[0])
-    l2 = name == "iterative_l2" or params.get("norm") in (2, "l2", "2")
+    l2 = attack_norm(fn, params) == 2
     scale = width * (np.sqrt(np.prod(x.shape[1:])) if l2 else 1.0)
     eps_max = scale if eps_max is None else check_positive_float(eps_max, "eps_max")
     eps = scale / 16 if eps_start is None else check_positive_float(eps_start, "eps_start")
