@@ -12,7 +12,9 @@ regression on them (standardised), as the papers do.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -70,6 +72,26 @@ def _dropout_split(model: keras.Model) -> tuple:
         except (ValueError, TypeError, AttributeError):
             pass
     return (lambda x, training=False: x), model
+
+
+@contextlib.contextmanager
+def _seeded_dropout(model: keras.Model, random_state) -> Iterator[None]:
+    """Start every dropout layer's random stream from `random_state` (0 if None), then restore it.
+
+    Monte-Carlo dropout draws from each layer's seed generator; without a reset the same
+    images would get other masks, so other scores, on every call. The user's model leaves
+    the block with the random state it entered with.
+    """
+    drops = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    saved = [layer.seed_generator.state.numpy() for layer in drops]
+    seed = int(random_state) if isinstance(random_state, numbers.Integral) else 0
+    for i, layer in enumerate(drops):
+        layer.seed_generator.state.assign(np.array([seed + i, 0], dtype=saved[i].dtype))
+    try:
+        yield
+    finally:
+        for layer, state in zip(drops, saved, strict=True):
+            layer.seed_generator.state.assign(state)
 
 
 class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
@@ -154,7 +176,8 @@ class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
         compiled = prepared.compiled(
             ("kernel_density", layer, mc_samples, x.shape[1:]), lambda: step, signature
         )
-        return map_batches(compiled, (x,), self.batch_size)
+        with _seeded_dropout(prepared.model, self.random_state):
+            return map_batches(compiled, (x,), self.batch_size)
 
     def _characteristics(self, hidden, predicted, uncertainty) -> np.ndarray:
         density = np.full(len(hidden), -np.inf)

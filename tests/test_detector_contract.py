@@ -1,0 +1,162 @@
+"""One contract, checked over every detector (as scikit-learn's `check_estimator` does).
+
+Every detector of `saliency_detect.detector` must behave the same way to the code around
+it (reports, the guard, the experiments): parameters stored as given, `NotFittedError`
+before `fit`, `fit` returning `self`, scores, probabilities and verdicts that agree with
+one another and with `threshold_`, a working `calibrate`, clear errors for bad images, and
+scikit-learn's `clone`.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from saliency_detect.detector import (
+    FeatureSqueezingDetector,
+    KernelDensityDetector,
+    LIDDetector,
+    MahalanobisDetector,
+    SaliencyDetector,
+)
+from saliency_detect.models import mnist_net_f
+
+#: Each detector's class and the parameters the suite builds it with (small and fast).
+DETECTORS = {
+    "saliency": (SaliencyDetector, {"epochs": 1, "verbose": 0, "random_state": 0}),
+    "image_only": (SaliencyDetector, {"input_mode": "image", "recipe": "paper", "epochs": 1, "verbose": 0}),
+    "kernel_density": (KernelDensityDetector, {"mc_samples": 4, "random_state": 0}),
+    "lid": (LIDDetector, {"k": 5, "n_reference": 20, "random_state": 0}),
+    "mahalanobis": (MahalanobisDetector, {"random_state": 0}),
+    "feature_squeezing": (FeatureSqueezingDetector, {"fpr": 0.1}),
+}
+
+
+def make(name, classifier):
+    cls, params = DETECTORS[name]
+    return cls(classifier, **params)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    keras.utils.set_random_seed(0)
+    return mnist_net_f()
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    clean = (rng.random((64, 28, 28, 1)) * 0.5).astype(np.float32)
+    adversarial = np.clip(clean + 0.4, 0.0, 1.0).astype(np.float32)
+    return clean, adversarial
+
+
+@pytest.fixture(scope="module", params=sorted(DETECTORS))
+def fitted(request, classifier, images):
+    detector = make(request.param, classifier)
+    return request.param, detector, detector.fit(*images)
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_parameters_are_stored_as_given_and_set_params_returns_self(classifier, name):
+    cls, given = DETECTORS[name]
+    odd = {"batch_size": -7}  # stored as given: checked in `fit`, not in `__init__`
+    detector = cls(classifier, **given, **odd)
+    params = detector.get_params()
+    assert params["classifier"] is classifier
+    for key, value in {**given, **odd}.items():
+        assert params[key] == value, key
+    with pytest.raises(ValueError, match="batch_size"):
+        detector.fit(np.zeros((32, 28, 28, 1), np.float32), np.full((32, 28, 28, 1), 0.5, np.float32))
+    assert detector.set_params(batch_size=32) is detector and detector.get_params()["batch_size"] == 32
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_every_method_refuses_an_unfitted_detector(classifier, images, name):
+    detector = make(name, classifier)
+    x = images[0][:2]
+    for call in (
+        detector.decision_function,
+        detector.predict,
+        detector.predict_proba,
+        lambda z: detector.score(z, [0, 1]),
+        lambda z: detector.calibrate(z),
+    ):
+        with pytest.raises(NotFittedError):
+            call(x)
+
+
+def test_fit_returns_self_with_fitted_state_ending_in_underscore(fitted):
+    name, detector, returned = fitted
+    assert returned is detector, name
+    assert isinstance(detector.threshold_, float) and np.isfinite(detector.threshold_), name
+    np.testing.assert_array_equal(detector.classes_, [0, 1])
+    assert isinstance(detector.threshold_source_, str) and detector.threshold_source_, name
+
+
+def test_scores_probabilities_and_verdicts_agree(fitted, images):
+    name, detector, _ = fitted
+    x = np.concatenate([images[0][:10], images[1][:10]])
+    scores = detector.decision_function(x)
+    assert scores.shape == (20,) and np.isfinite(scores).all(), name
+    np.testing.assert_array_equal(detector.predict(x), (scores > detector.threshold_).astype(int))
+    proba = detector.predict_proba(x)
+    assert proba.shape == (20, 2) and np.all((proba >= 0) & (proba <= 1)), name
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    # Probabilities rank images as the scores do.
+    order = np.argsort(scores, kind="stable")
+    assert np.all(np.diff(proba[order, 1]) >= -1e-12), name
+    labels = np.r_[np.zeros(10), np.ones(10)]
+    assert detector.score(x, labels) == pytest.approx(np.mean(detector.predict(x) == labels))
+
+
+def test_the_same_images_get_the_same_scores(fitted, images):
+    """A score that changes from call to call (e.g. unseeded Monte-Carlo dropout) is silently wrong."""
+    name, detector, _ = fitted
+    x = images[1][:12]
+    np.testing.assert_array_equal(detector.decision_function(x), detector.decision_function(x), err_msg=name)
+
+
+def test_calibrate_sets_the_stated_false_positive_rate_and_returns_self(fitted, images):
+    name, detector, _ = fitted
+    before = (detector.threshold_, detector.threshold_source_)
+    try:
+        assert detector.calibrate(images[0], fpr=0.1) is detector
+        assert detector.predict(images[0]).mean() <= 0.1, name
+        assert detector.threshold_source_ == "calibrated at FPR 0.1"
+    finally:
+        detector.threshold_, detector.threshold_source_ = before
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (np.zeros((2, 28, 28), np.float32), "rank 4"),
+        (np.zeros((2, 28, 28, 3), np.float32), r"\(N, 28, 28, 1\)"),
+        (np.full((2, 28, 28, 1), np.nan, np.float32), "NaN"),
+        (np.full((2, 28, 28, 1), 200.0, np.float32), "clip range"),
+        (np.zeros((2, 28, 28, 1), np.uint8), "floating-point"),
+        (np.zeros((0, 28, 28, 1), np.float32), "empty"),
+    ],
+    ids=["rank", "channels", "nan", "range", "uint8", "empty"],
+)
+def test_bad_images_get_errors_that_say_what_was_expected(fitted, bad, message):
+    _, detector, _ = fitted
+    with pytest.raises(ValueError, match=message):
+        detector.decision_function(bad)
+
+
+def test_clone_gives_an_unfitted_detector_with_the_same_parameters(fitted):
+    name, detector, _ = fitted
+    copy = clone(detector)
+    assert type(copy) is type(detector), name
+    params, copied = detector.get_params(), copy.get_params()
+    assert set(params) == set(copied)
+    for key, value in params.items():
+        if key != "classifier":  # scikit-learn deep-copies parameters that are not estimators
+            assert copied[key] == value, (name, key)
+    with pytest.raises(NotFittedError):
+        copy.decision_function(np.zeros((1, 28, 28, 1), np.float32))
