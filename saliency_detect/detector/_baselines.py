@@ -39,9 +39,21 @@ from saliency_detect.detector._base import BinaryDetectorMixin, split_fit_data
 from saliency_detect.models._io import output_layer
 
 
-def _check_classifier(classifier) -> None:
+def check_classifier(classifier) -> None:
     if not isinstance(classifier, keras.Model):
         raise TypeError(f"`classifier` must be a Keras model. Received: {type(classifier).__name__}")
+
+
+def check_layers(model: keras.Model, names) -> list[str]:
+    """Return `names` as a list if it is a non-empty list of `model`'s layer names, else raise ValueError."""
+    names = list(names)
+    known = {layer.name for layer in model.layers}
+    unknown = [n for n in names if not isinstance(n, str) or n not in known]
+    if unknown or not names:
+        raise ValueError(
+            f"`layers` must name layers of the classifier. Unknown: {unknown}. Known: {sorted(known)}"
+        )
+    return names
 
 
 def _penultimate_layer(model: keras.Model) -> str:
@@ -203,7 +215,7 @@ class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
             ValueError: for invalid parameters, images or labels.
             TypeError: if `classifier` is not a Keras model.
         """
-        _check_classifier(self.classifier)
+        check_classifier(self.classifier)
         check_positive_float(self.bandwidth, "bandwidth")
         check_positive_int(self.mc_samples, "mc_samples")
         check_positive_int(self.batch_size, "batch_size")
@@ -360,7 +372,7 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
                 fewer than `k + 1` clean images.
             TypeError: if `classifier` is not a Keras model.
         """
-        _check_classifier(self.classifier)
+        check_classifier(self.classifier)
         k = check_positive_int(self.k, "k")
         n_reference = check_positive_int(self.n_reference, "n_reference")
         check_positive_int(self.batch_size, "batch_size")
@@ -368,13 +380,7 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
             X, y, clip_range=self.clip_range, expected_shape=model_image_shape(self.classifier)
         )
         view = prepare(self.classifier).model
-        names = self._default_layers(view) if self.layers is None else list(self.layers)
-        known = {layer.name for layer in view.layers}
-        unknown = [n for n in names if not isinstance(n, str) or n not in known]
-        if unknown or not names:
-            raise ValueError(
-                f"`layers` must name layers of the classifier. Unknown: {unknown}. Known: {sorted(known)}"
-            )
+        names = check_layers(view, self._default_layers(view) if self.layers is None else self.layers)
         clean = np.flatnonzero(labels == 0)
         if len(clean) <= k:
             raise ValueError(f"LID needs more than k={k} clean images to fit. Received {len(clean)}.")

@@ -34,6 +34,7 @@ from saliency_detect._validation import (
     model_image_shape,
 )
 from saliency_detect.detector._base import BinaryDetectorMixin, split_fit_data
+from saliency_detect.detector._baselines import check_classifier, check_layers
 from saliency_detect.models._io import output_layer
 
 
@@ -190,21 +191,14 @@ class MahalanobisDetector(BinaryDetectorMixin, BaseEstimator):
                 fewer than 4 clean images.
             TypeError: if `classifier` is not a Keras model.
         """
-        if not isinstance(self.classifier, keras.Model):
-            raise TypeError(f"`classifier` must be a Keras model. Received: {type(self.classifier).__name__}")
+        check_classifier(self.classifier)
         check_non_negative_float(self.noise_magnitude, "noise_magnitude")
         check_positive_int(self.batch_size, "batch_size")
         x, labels = split_fit_data(
             X, y, clip_range=self.clip_range, expected_shape=model_image_shape(self.classifier)
         )
         view = prepare(self.classifier).model
-        names = self._default_layers(view) if self.layers is None else list(self.layers)
-        known = {layer.name for layer in view.layers}
-        unknown = [n for n in names if not isinstance(n, str) or n not in known]
-        if unknown or not names:
-            raise ValueError(
-                f"`layers` must name layers of the classifier. Unknown: {unknown}. Known: {sorted(known)}"
-            )
+        names = check_layers(view, self._default_layers(view) if self.layers is None else self.layers)
         clean = np.flatnonzero(labels == 0)
         if len(clean) < 4:
             raise ValueError(f"Mahalanobis needs at least 4 clean images to fit. Received {len(clean)}.")

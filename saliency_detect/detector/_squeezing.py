@@ -29,6 +29,7 @@ from saliency_detect._batching import map_batches
 from saliency_detect._prepared import prepare
 from saliency_detect._validation import check_images, check_positive_int, model_image_shape
 from saliency_detect.detector._base import BinaryDetectorMixin, split_fit_data
+from saliency_detect.detector._baselines import check_classifier
 
 #: The paper's squeezers per data set: MNIST (grayscale) 1-bit depth and 2x2 median
 #: smoothing; CIFAR-10 and ImageNet (colour) 5-bit depth and 2x2 median smoothing (the
@@ -189,8 +190,7 @@ class FeatureSqueezingDetector(BinaryDetectorMixin, BaseEstimator):
                 images.
             TypeError: if `classifier` is not a Keras model.
         """
-        if not isinstance(self.classifier, keras.Model):
-            raise TypeError(f"`classifier` must be a Keras model. Received: {type(self.classifier).__name__}")
+        check_classifier(self.classifier)
         check_positive_int(self.batch_size, "batch_size")
         fpr = self.fpr
         if isinstance(fpr, bool) or not isinstance(fpr, numbers.Real) or not 0 < fpr < 1:
