@@ -122,7 +122,7 @@ def run_compiled(
     x: np.ndarray,
     labels: np.ndarray,
     *,
-    key: Hashable,
+    key: Hashable | None,
     build: Callable[[Prepared], Callable],
     batch_size: int,
     extra: Sequence[np.ndarray] = (),
@@ -133,12 +133,17 @@ def run_compiled(
 
     The step is called as `step(x, labels, *extra)` on each batch; `labels` are int32 class
     indices where -1 means "the model's prediction". Its input signature has a `None`
-    batch dimension, so the last, smaller batch does not retrace.
+    batch dimension, so the last, smaller batch does not retrace. `key=None` compiles the
+    step for this call only (a step that holds other models, such as a detector, must not
+    be cached on the classifier).
     """
     signature = [
         tf.TensorSpec((None, *x.shape[1:]), tf.float32),
         tf.TensorSpec((None,), tf.int32),
         *extra_specs,
     ]
-    step = prepared.compiled((key, x.shape[1:]), lambda: build(prepared), signature)
+    if key is None:
+        step = tf.function(build(prepared), input_signature=signature)
+    else:
+        step = prepared.compiled((key, x.shape[1:]), lambda: build(prepared), signature)
     return map_batches(step, (x, labels, *extra), batch_size, progress=progress)

@@ -160,3 +160,50 @@ def test_clone_gives_an_unfitted_detector_with_the_same_parameters(fitted):
             assert copied[key] == value, (name, key)
     with pytest.raises(NotFittedError):
         copy.decision_function(np.zeros((1, 28, 28, 1), np.float32))
+
+
+def test_decision_tensor_is_decision_function_inside_the_graph(fitted, images):
+    """The score an adaptive attack differentiates is the score the detector reports."""
+    import tensorflow as tf
+
+    from saliency_detect.detector._baselines import _seeded_dropout
+
+    name, detector, _ = fitted
+    x = np.concatenate([images[0][:6], images[1][:6]])
+    expected = detector.decision_function(x)
+    # Monte-Carlo dropout draws the masks `decision_function` seeds; seed them the same way.
+    with _seeded_dropout(classifier_of(detector), getattr(detector, "random_state", None)):
+        received = detector.decision_tensor(tf.constant(x)).numpy()
+    np.testing.assert_allclose(received, expected, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_decision_tensor_has_a_gradient_for_every_detector(fitted, images):
+    """Every score reaches the images backward (BPDA where a step has no gradient of its own)."""
+    import tensorflow as tf
+
+    name, detector, _ = fitted
+    x = tf.constant(images[1][:4])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        score = detector.decision_tensor(x)
+    grad = tape.gradient(score, x)
+    assert grad is not None and np.isfinite(grad.numpy()).all(), name
+    assert np.abs(grad.numpy()).sum() > 0, name
+
+
+def test_joint_pgd_with_zero_detector_weight_is_pgd(fitted, images):
+    from saliency_detect.attacks import joint_pgd, pgd
+
+    name, detector, _ = fitted
+    f, x = classifier_of(detector), images[0][:8]
+    for loss in ("margin", "cross_entropy"):
+        plain = pgd(f, x, eps=0.1, nb_iter=3, random_state=0, loss=loss)
+        joint = joint_pgd(
+            f, x, eps=0.1, nb_iter=3, random_state=0, loss=loss, confidence=np.inf,
+            detector=detector, detector_weight=0.0, mode="sum",
+        )  # fmt: skip
+        np.testing.assert_array_equal(joint, plain, err_msg=f"{name}, {loss}")
+
+
+def classifier_of(detector):
+    return detector.get_params()["classifier"]

@@ -101,3 +101,23 @@ def test_attention_under_attack_example_measures_and_draws(tmp_path, shared_data
     assert result.returncode == 0, result.stderr[-2000:]
     assert "PGD: fooled" in result.stdout and "true-class Grad-CAM top-10% pixels kept" in result.stdout
     assert "Saved the figure" in result.stdout and out.stat().st_size > 10_000
+
+
+def test_adaptive_attack_example_prints_the_security_table(tmp_path):
+    out = tmp_path / "security.md"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "adaptive_attack.py"), "--dataset", "mnist-sample",
+         "--train-size", "100", "--test-size", "8", "--calibration-size", "20", "--eps", "0.2",
+         "--nb-iter", "2", "--detector-epochs", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| 0.2 |")]
+    names = [row.split(" | ")[1] for row in rows]
+    assert names == ["saliency", "image only", "KD+BU", "LID", "Mahalanobis", "feature squeezing"]
+    for row in rows:  # every rate is a share with its interval around it
+        for cell in row.strip("| ").split(" | ")[4:]:
+            value, low, high = (
+                float(v) for v in cell.replace("[", "").replace("]", "").replace(",", "").split()
+            )
+            assert 0 <= low <= value <= high <= 1, row

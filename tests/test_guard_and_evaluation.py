@@ -420,8 +420,8 @@ def test_adaptive_attack_rejects_bad_arguments(trained_mnist_f, detector, data):
     x = data["x_test"][:2]
     with pytest.raises(ValueError, match=r"`sigma` must be a weight in \[0, 1\]"):
         detector_aware(trained_mnist_f, x, eps=0.1, detector=detector, sigma=1.5)
-    with pytest.raises(TypeError, match="`detector` must be a fitted SaliencyDetector"):
-        detector_aware(trained_mnist_f, x, eps=0.1, detector="det/")
+    with pytest.raises(TypeError, match="`detector` must be a detector of saliency_detect.detector"):
+        detector_aware(trained_mnist_f, x, eps=0.1, detector="det/")  # a path is not a detector
     with pytest.raises(ValueError, match="`eps` must be a positive number"):
         detector_aware(trained_mnist_f, x, eps=0.0, detector=detector)
     with pytest.raises(NotFittedError):

@@ -6,8 +6,9 @@ these defaults wherever an attack takes them: `eps`, `norm=np.inf`,
 `clip_range=(0.0, 1.0)`, `targeted=False`, `batch_size=128`, `random_state=None`. `y=None`
 means the model's own predictions; `targeted=True` takes `y` as the target classes.
 
-`detector_aware` (Metzen et al.'s adaptive adversary) also takes a fitted detector, so
-it is not in the by-name registry.
+`detector_aware` (Metzen et al.'s adaptive adversary) and `joint_pgd` (Carlini & Wagner's
+joint attack on a classifier and its detector) also take a fitted detector, so they are
+not in the by-name registry.
 """
 
 from saliency_detect.attacks._generate import AdversarialSet, generate_adversarial_set, load_adversarial_set
@@ -17,6 +18,7 @@ from saliency_detect.attacks.carlini_wagner_l2 import carlini_wagner_l2
 from saliency_detect.attacks.detector_aware import detector_aware
 from saliency_detect.attacks.fgsm import fgsm
 from saliency_detect.attacks.iterative_l2 import iterative_l2
+from saliency_detect.attacks.joint_pgd import joint_pgd
 from saliency_detect.attacks.jsma import jsma
 from saliency_detect.attacks.minimal_epsilon import MinimalEpsilon, minimal_epsilon
 from saliency_detect.attacks.pgd import pgd
@@ -34,6 +36,7 @@ __all__ = [
     "generate_adversarial_set",
     "get_attack",
     "iterative_l2",
+    "joint_pgd",
     "jsma",
     "load_adversarial_set",
     "minimal_epsilon",

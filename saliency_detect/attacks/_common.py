@@ -8,9 +8,12 @@ softmax's input), `y=None` means the model's own predictions on the clean images
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 
+import keras
 import numpy as np
 import tensorflow as tf
+from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect._classes import predicted_classes
 from saliency_detect._gradients import score_gradients
@@ -24,6 +27,9 @@ from saliency_detect._validation import (
 )
 
 _TINY = 1e-12
+
+#: The joint attacks' loss: (images, labels, f's logits, f's loss) -> (loss, success), per image.
+Objective = Callable[[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
 
 def check_norm(norm) -> float:
@@ -93,15 +99,108 @@ def setup(
     return prepared, x, labels
 
 
-def loss_gradient(prepared: Prepared, x: tf.Tensor, labels: tf.Tensor, targeted: bool) -> tf.Tensor:
-    """Gradient of the per-image cross-entropy (negated when targeted) with respect to `x`."""
+#: The losses an iterative attack can ascend (`pgd`'s `loss`).
+LOSSES = ("cross_entropy", "margin")
+
+
+def check_loss(loss) -> str:
+    """Return `loss` if it names one of `LOSSES`, else raise ValueError."""
+    if loss not in LOSSES:
+        raise ValueError(f"`loss` must be one of {list(LOSSES)}. Received: loss={loss!r}")
+    return loss
+
+
+def class_margin(logits: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
+    """`Z_class - max_{i != class} Z_i` per row: positive when `classes` wins."""
+    real = tf.gather(logits, classes, batch_dims=1)
+    others = tf.where(tf.one_hot(classes, tf.shape(logits)[-1]) > 0, -np.inf, logits)
+    return real - tf.reduce_max(others, axis=-1)
+
+
+def attack_loss(
+    prepared: Prepared,
+    x: tf.Tensor,
+    labels: tf.Tensor,
+    targeted: bool,
+    objective: Objective | None = None,
+    loss: str = "cross_entropy",
+    confidence: float = np.inf,
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """The per-image loss an attack ascends, and (with `objective`) which images succeed.
+
+    `"cross_entropy"`: f's cross-entropy on `labels` (negated when targeted).
+    `"margin"`: Carlini & Wagner's logit margin, `max_{i != y} Z_i - Z_y` (targeted:
+    `Z_t - max_{i != t} Z_i`), capped at `confidence`: once f is fooled by that margin
+    the classifier term stops pulling. With `objective` (the joint attacks), the loss
+    and the success flags are `objective(x, labels, logits, that loss)`, computed from
+    the same forward pass; without it the flags are None.
+    """
+    logits = prepared.model(x, training=False)
+    if loss == "margin":
+        margin = class_margin(logits, labels)
+        value = tf.minimum(margin if targeted else -margin, confidence)
+    else:
+        value = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        value = -value if targeted else value
+    return (value, None) if objective is None else objective(x, labels, logits, value)
+
+
+def loss_gradient(
+    prepared: Prepared,
+    x: tf.Tensor,
+    labels: tf.Tensor,
+    targeted: bool,
+    objective: Objective | None = None,
+    loss: str = "cross_entropy",
+    confidence: float = np.inf,
+) -> tf.Tensor:
+    """Gradient of `attack_loss` with respect to `x`."""
+    return loss_gradient_and_success(prepared, x, labels, targeted, objective, loss, confidence)[0]
+
+
+def loss_gradient_and_success(
+    prepared: Prepared,
+    x: tf.Tensor,
+    labels: tf.Tensor,
+    targeted: bool,
+    objective: Objective | None = None,
+    loss: str = "cross_entropy",
+    confidence: float = np.inf,
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """Gradient of `attack_loss` with respect to `x`, and its success flags from the same pass."""
+    flags = []
 
     def score_fn(z):
-        logits = prepared.model(z, training=False)
-        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        return (-loss if targeted else loss), ()
+        value, success = attack_loss(prepared, z, labels, targeted, objective, loss, confidence)
+        flags.append(success)  # a tensor of the same graph, read after the tape
+        return value, ()
 
-    return score_gradients(score_fn, x)[2][0]
+    grad = score_gradients(score_fn, x)[2][0]
+    return grad, flags[0]
+
+
+def detector_score(detector) -> tuple[Callable[[tf.Tensor], tf.Tensor], float]:
+    """A detector's score as a differentiable function of an image batch, and its threshold.
+
+    Every detector of `saliency_detect.detector` offers `decision_tensor` (its
+    `decision_function` inside the graph; BPDA through steps without a useful gradient)
+    and flags an image when that score is above `threshold_`. A bare Keras model is
+    taken as images -> the logit of "adversarial", flagged above 0.
+
+    Raises:
+        TypeError: for anything else.
+        sklearn.exceptions.NotFittedError: for an unfitted detector.
+    """
+    if isinstance(detector, keras.Model):
+        return (lambda z: tf.reshape(detector(z, training=False), [-1])), 0.0
+    if callable(getattr(detector, "decision_tensor", None)):
+        check_is_fitted(detector)
+        return detector.decision_tensor, float(detector.threshold_)
+    raise TypeError(
+        "`detector` must be a detector of saliency_detect.detector (anything with `decision_tensor` and "
+        "`threshold_`), or a Keras model mapping images to the logit of 'adversarial'. "
+        f"Received: {type(detector).__name__}"
+    )
 
 
 def _per_image_norm(t: tf.Tensor) -> tf.Tensor:

@@ -11,7 +11,7 @@ from saliency_detect._classes import resolve_classes
 from saliency_detect._gradients import score_gradients
 from saliency_detect._prepared import run_compiled
 from saliency_detect._validation import check_positive_float, check_positive_int
-from saliency_detect.attacks._common import setup
+from saliency_detect.attacks._common import class_margin, setup
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
@@ -85,12 +85,6 @@ def carlini_wagner_l2(
     check_every = max(1, max_iterations // 10)
 
     def build(prepared):
-        def margins(logits, classes):
-            """Z_class - max_{i != class} Z_i."""
-            real = tf.gather(logits, classes, batch_dims=1)
-            others = tf.where(tf.one_hot(classes, tf.shape(logits)[-1]) > 0, -np.inf, logits)
-            return real - tf.reduce_max(others, axis=-1)
-
         def step(x, labels):
             batch = tf.shape(x)[0]
             classes = resolve_classes(prepared.model(x, training=False), labels)
@@ -108,7 +102,7 @@ def carlini_wagner_l2(
                 def loss_fn(w, const=const):
                     adv = low + (high - low) * (tf.tanh(w) + 1.0) / 2.0
                     logits = prepared.model(adv, training=False)
-                    margin = margins(logits, classes)
+                    margin = class_margin(logits, classes)
                     f = tf.maximum(-margin, -kappa) if targeted else tf.maximum(margin, -kappa)
                     l2 = tf.reduce_sum(tf.square(adv - x), axis=[1, 2, 3])
                     return l2 + const * f, (adv, margin, l2)

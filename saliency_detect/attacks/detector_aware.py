@@ -15,6 +15,7 @@ from saliency_detect._gradients import score_gradients
 from saliency_detect._validation import model_image_shape
 from saliency_detect.attacks._common import (
     as_column,
+    detector_score,
     loss_gradient,
     per_image,
     setup,
@@ -23,18 +24,7 @@ from saliency_detect.attacks._common import (
 from saliency_detect.attacks._iterative import check_iterative, iterate
 
 if TYPE_CHECKING:
-    from saliency_detect.detector import SaliencyDetector
-
-
-def _detector_model(detector) -> keras.Model:
-    if hasattr(detector, "as_keras_model"):
-        return detector.as_keras_model()
-    if isinstance(detector, keras.Model):
-        return detector
-    raise TypeError(
-        "`detector` must be a fitted SaliencyDetector (or any object with `as_keras_model()`), or a "
-        f"Keras model mapping images to the logit of 'adversarial'. Received: {type(detector).__name__}"
-    )
+    from saliency_detect.detector._base import Detector
 
 
 def detector_aware(
@@ -47,7 +37,7 @@ def detector_aware(
     clip_range: tuple[float, float] = (0.0, 1.0),
     targeted: bool = False,
     batch_size: int = 128,
-    detector: SaliencyDetector | keras.Model,
+    detector: Detector | keras.Model,
     sigma: float = 0.5,
     eps_iter: float | None = None,
     nb_iter: int = 10,
@@ -60,9 +50,11 @@ def detector_aware(
     then clips to `clip_range` and projects onto the `eps`-ball. `sigma=0` is BIM;
     `sigma=1` only evades the detector. The detector's gradient is taken through its
     whole graph, the saliency computation included (second-order gradients of the
-    classifier). For piecewise-linear classifiers (ReLU, max-pooling) the gradient
-    saliency is locally constant, so that part is zero almost everywhere and the
-    detector's gradient flows through its image input.
+    classifier); the baselines' scores are differentiated through their feature
+    extractors, Feature Squeezing's bit-depth reduction by BPDA. For piecewise-linear
+    classifiers (ReLU, max-pooling) the gradient saliency is locally constant, so that
+    part is zero almost everywhere and the detector's gradient flows through its image
+    input.
 
     Args:
         model: the classifier f.
@@ -73,7 +65,8 @@ def detector_aware(
         clip_range: `(low, high)` valid pixel values.
         targeted: move the classifier towards `y`.
         batch_size: images per compiled step.
-        detector: a fitted `SaliencyDetector`, or a Keras model from images to the
+        detector: a fitted detector of `saliency_detect.detector` (its
+            `decision_tensor` is differentiated), or a Keras model from images to the
             detector's logit of "adversarial" (Metzen et al.'s "alpha" is `eps_iter`,
             their "steps" `nb_iter`).
         sigma: weight of the detector's gradient, in [0, 1].
@@ -106,8 +99,9 @@ def detector_aware(
     )
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma <= 1:
         raise ValueError(f"`sigma` must be a weight in [0, 1]. Received: sigma={sigma!r}")
-    scorer = _detector_model(detector)
-    expected = model_image_shape(scorer)
+    score, _ = detector_score(detector)
+    expected = model_image_shape(detector) if isinstance(detector, keras.Model) else None
+    expected = getattr(detector, "input_shape_", expected)
     if expected is not None and tuple(expected) != tuple(x.shape[1:]):
         raise ValueError(
             f"`detector` takes images of shape {tuple(expected)}, but `x` has images of shape {x.shape[1:]}."
@@ -116,10 +110,7 @@ def detector_aware(
     sigma = float(sigma)
 
     def detector_gradient(images):
-        def score_fn(z):
-            return tf.reshape(scorer(z, training=False), [-1]), ()
-
-        return score_gradients(score_fn, images)[2][0]
+        return score_gradients(lambda z: (score(z), ()), images)[2][0]
 
     def step(x, labels, eps, eps_iter):
         eps, eps_iter = as_column(eps), as_column(eps_iter)

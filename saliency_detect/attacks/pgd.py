@@ -24,6 +24,7 @@ def pgd(
     nb_iter: int = 40,
     rand_init: bool = True,
     restarts: int = 1,
+    loss: str = "cross_entropy",
 ) -> np.ndarray:
     """Projected Gradient Descent (Madry et al. 2018).
 
@@ -34,7 +35,9 @@ def pgd(
     steepest-ascent steps of size `eps_iter` on the cross-entropy, each clipped to
     `clip_range` and projected onto the ball. With `restarts > 1`, each image keeps the
     restart with the highest final loss. Without random start it matches cleverhans's
-    `projected_gradient_descent`.
+    `projected_gradient_descent`. `loss="margin"` ascends Carlini & Wagner's logit
+    margin instead (`max_{i != y} Z_i - Z_y`), whose gradient does not vanish on images f
+    classifies with saturated confidence.
 
     Args:
         model: a Keras classifier.
@@ -51,6 +54,7 @@ def pgd(
         nb_iter: steps per restart (40 as Madry et al. on MNIST).
         rand_init: start from a random point of the ball.
         restarts: random restarts per image.
+        loss: `"cross_entropy"` or `"margin"`.
 
     Returns:
         Adversarial images, float32, same shape as `x`, inside `clip_range` and the ball.
@@ -70,4 +74,5 @@ def pgd(
     return projected_gradient(
         model, x, y, eps=eps, norm=norm, clip_range=clip_range, targeted=targeted, batch_size=batch_size,
         random_state=random_state, eps_iter=eps_iter, nb_iter=nb_iter, rand_init=rand_init, restarts=restarts,
+        loss=loss,
     )  # fmt: skip

@@ -14,7 +14,9 @@ import warnings
 from typing import Protocol
 
 import numpy as np
+import tensorflow as tf
 from numpy.typing import ArrayLike
+from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect._validation import check_images, check_positive_float
@@ -125,6 +127,21 @@ def balanced_threshold(scores: ArrayLike, labels: ArrayLike) -> float:
     balanced = np.where(possible, balanced, -1.0)
     best = np.flatnonzero(balanced >= balanced.max() - 1e-12)
     return float(cuts[best[np.argmin(np.abs(cuts[best]))]])
+
+
+def logistic_logit(pipeline: Pipeline, features: tf.Tensor) -> tf.Tensor:
+    """A fitted `StandardScaler` + binary `LogisticRegression` pipeline, as TensorFlow ops.
+
+    Returns the regression's `decision_function` of `features` (N, F) as an (N,) float32
+    tensor, differentiable in `features`: the baselines' scores inside a graph (adaptive
+    attacks) equal their NumPy scores.
+    """
+    scaler, regression = pipeline[0], pipeline[-1]
+    features = tf.cast(features, tf.float64)
+    standard = (features - scaler.mean_) / scaler.scale_
+    coef = tf.constant(regression.coef_[0], tf.float64)
+    logit = tf.linalg.matvec(standard, coef) + regression.intercept_[0]
+    return tf.cast(logit, tf.float32)
 
 
 class Detector(Protocol):

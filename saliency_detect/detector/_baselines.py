@@ -35,7 +35,7 @@ from saliency_detect._validation import (
     check_positive_int,
     model_image_shape,
 )
-from saliency_detect.detector._base import BinaryDetectorMixin, split_fit_data
+from saliency_detect.detector._base import BinaryDetectorMixin, logistic_logit, split_fit_data
 from saliency_detect.models._io import output_layer
 
 
@@ -163,7 +163,8 @@ class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
         self.clip_range = clip_range
         self.random_state = random_state
 
-    def _raw(self, x):
+    def _raw_fn(self):
+        """`images -> (hidden features, predicted class, MC-dropout uncertainty)` as TensorFlow ops."""
         prepared = prepare(self.classifier)
         layer = self.layer or _penultimate_layer(prepared.model)
         features = prepared.feature_model((layer,))
@@ -184,12 +185,44 @@ class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
             hidden = tf.reshape(hidden, [tf.shape(hidden)[0], -1])
             return hidden, tf.argmax(logits, axis=-1), uncertainty
 
+        return (layer, mc_samples), step
+
+    def _raw(self, x):
+        prepared = prepare(self.classifier)
+        key, step = self._raw_fn()
         signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
-        compiled = prepared.compiled(
-            ("kernel_density", layer, mc_samples, x.shape[1:]), lambda: step, signature
-        )
+        compiled = prepared.compiled(("kernel_density", *key, x.shape[1:]), lambda: step, signature)
         with _seeded_dropout(prepared.model, self.random_state):
             return map_batches(compiled, (x,), self.batch_size)
+
+    def _log_density(self, hidden: tf.Tensor, predicted: tf.Tensor) -> tf.Tensor:
+        """Each row's Gaussian log kernel density under its predicted class, as `KernelDensity.score_samples`.
+
+        `log (1/n_c) sum_i exp(-|h - h_i|^2 / (2 b^2)) - (d/2) log(2 pi b^2)` over the class's
+        fitted features `h_i`; a class without a density gets the batch's lowest density.
+        """
+        kept = [(c, np.asarray(kde.tree_.data)) for c, kde in enumerate(self.densities_) if kde is not None]
+        data = tf.constant(np.concatenate([d for _, d in kept]), tf.float64)
+        owner = tf.constant(np.concatenate([np.full(len(d), c) for c, d in kept]), tf.int64)
+        counts = np.zeros(len(self.densities_))
+        for c, d in kept:
+            counts[c] = len(d)
+        bandwidth, dims = float(self.bandwidth), int(data.shape[1])
+        h = tf.cast(hidden, tf.float64)
+        sq = (
+            tf.reduce_sum(h * h, axis=1, keepdims=True)
+            - 2.0 * tf.matmul(h, data, transpose_b=True)
+            + tf.reduce_sum(data * data, axis=1)[None, :]
+        )
+        mine = tf.equal(owner[None, :], predicted[:, None])
+        logits = tf.where(mine, -tf.maximum(sq, 0.0) / (2.0 * bandwidth**2), tf.constant(-np.inf, tf.float64))
+        n = tf.gather(tf.constant(counts, tf.float64), predicted)
+        norm = 0.5 * dims * np.log(2 * np.pi * bandwidth**2)
+        density = tf.reduce_logsumexp(logits, axis=1) - tf.math.log(n) - norm
+        finite = tf.math.is_finite(density)
+        floor = tf.reduce_min(tf.where(finite, density, tf.constant(np.inf, tf.float64)))
+        floor = tf.where(tf.math.is_finite(floor), floor, tf.constant(0.0, tf.float64))
+        return tf.where(finite, density, floor)
 
     def _characteristics(self, hidden, predicted, uncertainty) -> np.ndarray:
         density = np.full(len(hidden), -np.inf)
@@ -257,6 +290,29 @@ class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
         check_is_fitted(self)
         x = check_images(x, clip_range=self.clip_range, expected_shape=model_image_shape(self.classifier))
         return self.logistic_.decision_function(self._characteristics(*self._raw(x)))
+
+    def decision_tensor(self, x: tf.Tensor) -> tf.Tensor:
+        """`decision_function` as TensorFlow ops on a batch of images, differentiable in them.
+
+        The kernel densities and the logistic regression are written as TensorFlow ops
+        over the fitted features, so the joint adaptive attack (`attacks.joint_pgd`)
+        differentiates the whole score. The Monte-Carlo dropout masks are drawn afresh
+        on every call (an attacker averages over them, as in expectation over
+        transformation); `decision_function` seeds them. It does not check the images.
+
+        Args:
+            x: a float32 tensor of images (N, H, W, C).
+
+        Returns:
+            The logistic regression's logits of "adversarial", an (N,) float32 tensor.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before `fit`.
+        """
+        check_is_fitted(self)
+        hidden, predicted, uncertainty = self._raw_fn()[1](x)
+        density = self._log_density(hidden, predicted)
+        return logistic_logit(self.logistic_, tf.stack([density, tf.cast(uncertainty, tf.float64)], axis=1))
 
 
 class LIDDetector(BinaryDetectorMixin, BaseEstimator):
@@ -344,18 +400,18 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
         would be hundreds of kilobytes per MNIST image (tens of gigabytes for a full-scale
         run).
         """
-        prepared = prepare(self.classifier)
-        model = prepared.feature_model(tuple(self.layers_))
-        count, k = len(self.layers_), self.k
-        references = [tf.constant(r) for r in self.reference_]
-
-        @tf.function(input_signature=[tf.TensorSpec((None, *x.shape[1:]), tf.float32)])
-        def step(images):
-            outputs = model(images, training=False)[:count]
-            flat = [tf.reshape(o, [tf.shape(o)[0], -1]) for o in outputs]
-            return tf.stack([_lid(a, ref, k) for a, ref in zip(flat, references, strict=True)], axis=1)
-
+        signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
+        step = tf.function(self._lid_tensor, input_signature=signature)
         return map_batches(step, (x,), self.batch_size)
+
+    def _lid_tensor(self, images: tf.Tensor) -> tf.Tensor:
+        """Per-layer LIDs (N, layers) of a batch, as TensorFlow ops."""
+        model = prepare(self.classifier).feature_model(tuple(self.layers_))
+        count, k = len(self.layers_), self.k
+        outputs = model(images, training=False)[:count]
+        flat = [tf.reshape(o, [tf.shape(o)[0], -1]) for o in outputs]
+        lids = [_lid(a, tf.constant(r), k) for a, r in zip(flat, self.reference_, strict=True)]
+        return tf.stack(lids, axis=1)
 
     def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> LIDDetector:
         """Pick the reference batch from the clean images, then fit the regression on per-layer LIDs.
@@ -408,6 +464,26 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
         check_is_fitted(self)
         x = check_images(x, clip_range=self.clip_range, expected_shape=model_image_shape(self.classifier))
         return self.logistic_.decision_function(self._lids(x))
+
+    def decision_tensor(self, x: tf.Tensor) -> tf.Tensor:
+        """`decision_function` as TensorFlow ops on a batch of images, differentiable in them.
+
+        The LID estimates (distances to the reference batch, its `k` nearest) and the
+        logistic regression are TensorFlow ops, so the joint adaptive attack
+        (`attacks.joint_pgd`) differentiates the score through f's activations. It does
+        not check the images.
+
+        Args:
+            x: a float32 tensor of images (N, H, W, C).
+
+        Returns:
+            The logistic regression's logits of "adversarial", an (N,) float32 tensor.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before `fit`.
+        """
+        check_is_fitted(self)
+        return logistic_logit(self.logistic_, self._lid_tensor(x))
 
 
 def _lid(acts: tf.Tensor, reference: tf.Tensor, k: int) -> tf.Tensor:

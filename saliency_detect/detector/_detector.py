@@ -503,7 +503,7 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         self.input_shape_ = tuple(int(s) for s in image_shape)
         self.classifier_fingerprint_ = model_fingerprint(self.classifier)
         self.classes_ = np.array([0, 1])
-        self._scorer = None
+        self._scorer = self._score_model = None
 
     # ------------------------------------------------------------------ scoring
     def as_keras_model(self, *, return_logits: bool = False) -> keras.Model:
@@ -554,17 +554,36 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         if self._scorer is None:
-            model = self.as_keras_model()
             signature = [tf.TensorSpec((None, *self.input_shape_), tf.float32)]
-            self._scorer = tf.function(
-                lambda images: model(images, training=False)[:, 0], input_signature=signature
-            )
+            self._scorer = tf.function(self.decision_tensor, input_signature=signature)
         if isinstance(x, tf.data.Dataset):
             x = self._checked_batches(x)
         else:
             x = (check_images(x, clip_range=self.clip_range, expected_shape=self.input_shape_),)
         with resolve_strategy(self.strategy, self.classifier).scope():
             return map_batches(self._scorer, x, self.batch_size)
+
+    def decision_tensor(self, x: tf.Tensor) -> tf.Tensor:
+        """`decision_function` as TensorFlow ops on a batch of images, differentiable in them.
+
+        The saliency is computed in the graph (`SaliencyFeatures`), so the gradient of the
+        score reaches the images through D and through f's gradient (second order): the
+        joint adaptive attack (`attacks.joint_pgd`) differentiates this. It does not
+        check the images; `decision_function` does.
+
+        Args:
+            x: a float32 tensor of images (N, H, W, C).
+
+        Returns:
+            D's logits of "adversarial", an (N,) float32 tensor.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before `fit`.
+        """
+        check_is_fitted(self)
+        if self._score_model is None:
+            self._score_model = self.as_keras_model()
+        return self._score_model(x, training=False)[:, 0]
 
     def _checked_batches(self, dataset: tf.data.Dataset):
         """Each batch of images of `dataset`, checked as arrays are (shape, range, NaN)."""

@@ -33,7 +33,7 @@ from saliency_detect._validation import (
     check_positive_int,
     model_image_shape,
 )
-from saliency_detect.detector._base import BinaryDetectorMixin, split_fit_data
+from saliency_detect.detector._base import BinaryDetectorMixin, logistic_logit, split_fit_data
 from saliency_detect.detector._baselines import check_classifier, check_layers
 from saliency_detect.models._io import output_layer
 
@@ -129,8 +129,13 @@ class MahalanobisDetector(BinaryDetectorMixin, BaseEstimator):
         result = map_batches(step, (x,), self.batch_size)
         return [np.asarray(r, np.float64) for r in result[:count]], np.asarray(result[count])
 
-    def _confidence_step(self, image_shape):
-        """The compiled step mapping images to the per-layer confidences (N, layers)."""
+    def _confidence_tensor(self, images: tf.Tensor) -> tf.Tensor:
+        """The per-layer confidences (N, layers) of a batch, as TensorFlow ops.
+
+        Differentiating through the pre-processing treats its step's direction (the
+        `sign` of a gradient, whose own gradient is zero) as a constant: the nudge is the
+        identity backward, BPDA in effect.
+        """
         model = prepare(self.classifier).feature_model(tuple(self.layers_))
         means = [tf.constant(m, tf.float32) for m in self.means_]
         precisions = [tf.constant(p, tf.float32) for p in self.precisions_]
@@ -149,19 +154,15 @@ class MahalanobisDetector(BinaryDetectorMixin, BaseEstimator):
                 return confidence(model(z, training=False)[layer], layer), ()
 
             _, _, (grad,) = score_gradients(score, images)
-            nudged = tf.clip_by_value(images + noise * tf.sign(grad), low, high)
+            nudged = tf.clip_by_value(images + noise * tf.stop_gradient(tf.sign(grad)), low, high)
             return confidence(model(nudged, training=False)[layer], layer)
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *image_shape), tf.float32)])
-        def step(images):
-            if noise > 0:
-                columns = [nudged_confidence(images, layer) for layer in range(len(means))]
-            else:
-                outputs = model(images, training=False)  # one pass serves every layer
-                columns = [confidence(outputs[layer], layer) for layer in range(len(means))]
-            return tf.stack(columns, axis=1)
-
-        return step
+        if noise > 0:
+            columns = [nudged_confidence(images, layer) for layer in range(len(means))]
+        else:
+            outputs = model(images, training=False)  # one pass serves every layer
+            columns = [confidence(outputs[layer], layer) for layer in range(len(means))]
+        return tf.stack(columns, axis=1)
 
     def confidences(self, x: ArrayLike) -> np.ndarray:
         """Return the per-layer Mahalanobis confidences `M_l(x)` (N, layers), after pre-processing.
@@ -173,7 +174,9 @@ class MahalanobisDetector(BinaryDetectorMixin, BaseEstimator):
         check_is_fitted(self, "means_")
         x = check_images(x, clip_range=self.clip_range, expected_shape=model_image_shape(self.classifier))
         if getattr(self, "_step", None) is None or self._step_shape != x.shape[1:]:
-            self._step, self._step_shape = self._confidence_step(x.shape[1:]), x.shape[1:]
+            signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
+            self._step = tf.function(self._confidence_tensor, input_signature=signature)
+            self._step_shape = x.shape[1:]
         return np.asarray(map_batches(self._step, (x,), self.batch_size), np.float64)
 
     def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> MahalanobisDetector:
@@ -235,3 +238,23 @@ class MahalanobisDetector(BinaryDetectorMixin, BaseEstimator):
         """
         check_is_fitted(self, "logistic_")
         return self.logistic_.decision_function(self.confidences(x))
+
+    def decision_tensor(self, x: tf.Tensor) -> tf.Tensor:
+        """`decision_function` as TensorFlow ops on a batch of images, differentiable in them.
+
+        The distances to the class means, the pre-processing (BPDA through its signed
+        step) and the logistic regression are TensorFlow ops, so the joint adaptive
+        attack (`attacks.joint_pgd`) differentiates the score. It does not check the
+        images.
+
+        Args:
+            x: a float32 tensor of images (N, H, W, C).
+
+        Returns:
+            The logistic regression's logits of "adversarial", an (N,) float32 tensor.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before `fit`.
+        """
+        check_is_fitted(self, "logistic_")
+        return logistic_logit(self.logistic_, self._confidence_tensor(x))

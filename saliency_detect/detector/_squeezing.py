@@ -70,6 +70,16 @@ def median_smoothing(x: tf.Tensor, size: int) -> tf.Tensor:
 _SQUEEZERS = {"bit_depth": bit_depth, "median": median_smoothing}
 
 
+def straight_through(forward, x: tf.Tensor) -> tf.Tensor:
+    """`forward(x)` whose gradient is taken as the identity's (BPDA, Athalye et al. 2018)."""
+
+    @tf.custom_gradient
+    def op(z):
+        return forward(z), lambda upstream: upstream
+
+    return op(x)
+
+
 def _check_squeezers(squeezers, channels: int) -> tuple[tuple[str, int], ...]:
     if squeezers is None:
         return PAPER_SQUEEZERS[1 if channels == 1 else 3]
@@ -151,28 +161,30 @@ class FeatureSqueezingDetector(BinaryDetectorMixin, BaseEstimator):
         self.batch_size = batch_size
         self.clip_range = clip_range
 
+    def _clip(self) -> tuple[float, float]:
+        return (0.0, 1.0) if self.clip_range is None else tuple(float(v) for v in self.clip_range)
+
     def _scores(self, x: np.ndarray) -> np.ndarray:
-        prepared = prepare(self.classifier)
-        model = prepared.model
-        squeezers = self.squeezers_
-        clip = (0.0, 1.0) if self.clip_range is None else tuple(float(v) for v in self.clip_range)
+        # Compiled once per fit and image shape, and kept on the detector (not in the
+        # classifier's cache, which must not hold the detector).
+        if getattr(self, "_step", None) is None or self._step_shape != x.shape[1:]:
+            signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
+            self._step = tf.function(self._score_tensor, input_signature=signature)
+            self._step_shape = x.shape[1:]
+        return map_batches(self._step, (x,), self.batch_size).astype(np.float64)
 
-        def step(images):
-            reference = tf.nn.softmax(model(images, training=False))
-            distances = []
-            for name, value in squeezers:
-                squeezed = (
-                    bit_depth(images, value, clip) if name == "bit_depth" else median_smoothing(images, value)
-                )
-                p = tf.nn.softmax(model(squeezed, training=False))
-                distances.append(tf.reduce_sum(tf.abs(reference - p), axis=-1))
-            return tf.reduce_max(tf.stack(distances, axis=1), axis=1)
-
-        signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
-        compiled = prepared.compiled(
-            ("feature_squeezing", squeezers, clip, x.shape[1:]), lambda: step, signature
-        )
-        return map_batches(compiled, (x,), self.batch_size).astype(np.float64)
+    def _score_tensor(self, images: tf.Tensor) -> tf.Tensor:
+        model, clip = prepare(self.classifier).model, self._clip()
+        reference = tf.nn.softmax(model(images, training=False))
+        distances = []
+        for name, value in self.squeezers_:
+            if name == "bit_depth":  # rounding has no gradient: BPDA, the identity backward
+                squeezed = straight_through(lambda z, v=value: bit_depth(z, v, clip), images)
+            else:  # the median passes its gradient to the pixel it picked
+                squeezed = median_smoothing(images, value)
+            p = tf.nn.softmax(model(squeezed, training=False))
+            distances.append(tf.reduce_sum(tf.abs(reference - p), axis=-1))
+        return tf.reduce_max(tf.stack(distances, axis=1), axis=1)
 
     def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> FeatureSqueezingDetector:
         """Set the threshold at the `fpr` quantile of the clean images' scores.
@@ -202,6 +214,7 @@ class FeatureSqueezingDetector(BinaryDetectorMixin, BaseEstimator):
             x, labels = split_fit_data(X, y, clip_range=self.clip_range, expected_shape=expected)
             clean = x[labels == 0]
         self.squeezers_ = _check_squeezers(self.squeezers, clean.shape[-1])
+        self._step = None
         self.classes_ = np.array([0, 1])
         self.threshold_ = 0.0
         self.calibrate(clean, fpr=float(fpr))
@@ -218,3 +231,22 @@ class FeatureSqueezingDetector(BinaryDetectorMixin, BaseEstimator):
         check_is_fitted(self, "squeezers_")
         x = check_images(x, clip_range=self.clip_range, expected_shape=model_image_shape(self.classifier))
         return self._scores(x)
+
+    def decision_tensor(self, x: tf.Tensor) -> tf.Tensor:
+        """`decision_function` as TensorFlow ops on a batch of images, differentiable in them.
+
+        Bit-depth reduction is passed backward as the identity (BPDA, Athalye et al.
+        2018), median smoothing by its own gradient; the joint adaptive attack
+        (`attacks.joint_pgd`) differentiates this. It does not check the images.
+
+        Args:
+            x: a float32 tensor of images (N, H, W, C).
+
+        Returns:
+            The L1 scores, an (N,) float32 tensor.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before `fit`.
+        """
+        check_is_fitted(self, "squeezers_")
+        return self._score_tensor(x)

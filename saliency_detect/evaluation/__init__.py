@@ -5,10 +5,12 @@
   several. `changed_images` finds the adversarial images an attack actually changed.
 - `generalization_matrix`: detectors fitted on one attack (or ε) tested on all others,
   as a `GeneralizationMatrix` with `to_markdown`, `to_csv` and `plot`.
+- `adaptive_success`: which images of an attack on f and its detector (`attacks.joint_pgd`,
+  `attacks.detector_aware`) fool f without being flagged.
 
-The baselines (`KernelDensityDetector`, `LIDDetector`, and `SaliencyDetector` with
-`input_mode="image"`) live in `saliency_detect.detector` and go through the same
-functions.
+The baselines (`KernelDensityDetector`, `LIDDetector`, `MahalanobisDetector`,
+`FeatureSqueezingDetector`, and `SaliencyDetector` with `input_mode="image"`) live in
+`saliency_detect.detector` and go through the same functions.
 """
 
 from saliency_detect.evaluation._matrix import METRICS, GeneralizationMatrix, generalization_matrix
@@ -18,11 +20,13 @@ from saliency_detect.evaluation._report import (
     detection_report,
     detection_table,
 )
+from saliency_detect.evaluation._security import adaptive_success
 
 __all__ = [
     "METRICS",
     "DetectionReport",
     "GeneralizationMatrix",
+    "adaptive_success",
     "changed_images",
     "detection_report",
     "detection_table",

@@ -1,0 +1,172 @@
+"""The joint adaptive attack (`attacks.joint_pgd`) and its measure (`evaluation.adaptive_success`).
+
+The contract suite (`test_detector_contract.py`) checks, for every detector, that
+`decision_tensor` is `decision_function` inside the graph, that it has a gradient, and
+that `joint_pgd` with the detector's weight at 0 is `pgd`. Here: bad arguments, the
+BPDA path of Feature Squeezing, success counting, and the attack against every detector
+on a small trained MNIST setting.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+
+from saliency_detect.attacks import bim, joint_pgd, pgd
+from saliency_detect.detector import (
+    FeatureSqueezingDetector,
+    KernelDensityDetector,
+    LIDDetector,
+    MahalanobisDetector,
+    SaliencyDetector,
+)
+from saliency_detect.detector._squeezing import bit_depth, straight_through
+from saliency_detect.evaluation import adaptive_success
+from saliency_detect.models import mnist_net_f
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    f = mnist_net_f()
+    x = np.random.default_rng(0).random((40, 28, 28, 1), dtype=np.float32)
+    return f, x, FeatureSqueezingDetector(f).fit(x)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"detector_weight": -1.0}, ValueError, "detector_weight"),
+        ({"detector_weight": np.inf}, ValueError, "detector_weight"),
+        ({"confidence": -0.5}, ValueError, "confidence"),
+        ({"mode": "both"}, ValueError, "mode"),
+        ({"mode": "selective", "loss": "cross_entropy"}, ValueError, "margin"),
+        ({"mode": "selective", "confidence": np.inf}, ValueError, "finite"),
+        ({"loss": "hinge"}, ValueError, "loss"),
+        ({"eps": 0.0}, ValueError, "eps"),
+        ({"detector": "not a detector"}, TypeError, "detector"),
+    ],
+    ids=["negative-weight", "infinite-weight", "confidence", "mode", "selective-ce", "selective-inf", "loss",
+         "eps", "detector"],
+)  # fmt: skip
+def test_bad_arguments_get_errors_that_name_them(untrained, changes, error, message):
+    f, x, detector = untrained
+    kwargs = {"eps": 0.1, "detector": detector, "nb_iter": 2, **changes}
+    with pytest.raises(error, match=message):
+        joint_pgd(f, x[:2], **kwargs)
+
+
+def test_an_unfitted_detector_is_refused(untrained):
+    f, x, _ = untrained
+    with pytest.raises(NotFittedError):
+        joint_pgd(f, x[:2], eps=0.1, detector=FeatureSqueezingDetector(f), nb_iter=2)
+
+
+def test_the_result_stays_in_the_ball_and_the_clip_range(untrained):
+    f, x, detector = untrained
+    for norm, eps in ((np.inf, 0.05), (2, 1.0)):
+        x_adv = joint_pgd(f, x[:6], eps=eps, norm=norm, detector=detector, nb_iter=3, random_state=0)
+        assert x_adv.shape == x[:6].shape and x_adv.dtype == np.float32
+        assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+        size = (
+            np.abs(x_adv - x[:6]).reshape(6, -1).max(1)
+            if norm == np.inf
+            else np.linalg.norm((x_adv - x[:6]).reshape(6, -1), axis=1)
+        )
+        assert np.all(size <= eps + 1e-5)
+
+
+def test_bit_depth_reduction_passes_its_gradient_straight_through():
+    """BPDA: the forward pass is the squeezer's, the backward pass the identity's."""
+    x = tf.constant(np.random.default_rng(0).random((2, 4, 4, 1), dtype=np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        plain = bit_depth(x, 1)
+        through = straight_through(lambda z: bit_depth(z, 1), x)
+        weighted_plain = tf.reduce_sum(plain * 3.0)
+        weighted_through = tf.reduce_sum(through * 3.0)
+    np.testing.assert_array_equal(through.numpy(), plain.numpy())
+    rounded = tape.gradient(weighted_plain, x)  # rounding alone: no gradient
+    assert rounded is None or not np.any(rounded.numpy())
+    np.testing.assert_array_equal(tape.gradient(weighted_through, x).numpy(), np.full((2, 4, 4, 1), 3.0))
+
+
+class _FixedScores(BaseEstimator):
+    """A detector whose scores are given: flagged above 0."""
+
+    def __init__(self, scores=None):
+        self.scores = scores
+
+    def fit(self, X=None, y=None):
+        self.threshold_ = 0.0
+        return self
+
+    def decision_function(self, x):
+        return np.asarray(self.scores)[: len(x)]
+
+
+def test_adaptive_success_is_fooled_and_not_flagged(untrained):
+    f, x, _ = untrained
+    predicted = f.predict(x[:4], verbose=0).argmax(1)
+    wrong = (predicted + 1) % 10
+    # Images 0, 1 fool f (labels differ); 2, 3 do not. Images 1 and 3 are flagged.
+    y = np.array([wrong[0], wrong[1], predicted[2], predicted[3]])
+    detector = _FixedScores([-1.0, 2.0, -1.0, 2.0]).fit()
+    np.testing.assert_array_equal(adaptive_success(f, detector, x[:4], y), [True, False, False, False])
+    targeted = adaptive_success(f, detector, x[:4], predicted, targeted=True)
+    np.testing.assert_array_equal(targeted, [True, False, True, False])
+    with pytest.raises(NotFittedError):
+        adaptive_success(f, _FixedScores([0.0]), x[:1], [0])
+    with pytest.raises(ValueError, match="y"):
+        adaptive_success(f, detector, x[:4], [0, 1])
+
+
+@pytest.fixture(scope="module")
+def trained_setting(shared_data):
+    """The shipped MNIST-NET-f; 200 training pairs of BIM (ε 0.2); 32 test images; six fitted detectors."""
+    from saliency_detect.data import load_dataset
+    from saliency_detect.models import pretrained
+
+    data = load_dataset("mnist")
+    f = pretrained("mnist_net_f")
+    x, y = data.x_train[:200], data.y_train[:200]
+    x_adv = bim(f, x, y, eps=0.2, nb_iter=10)
+    paper = {"epochs": 10, "recipe": "paper", "learning_rate": 1e-3, "verbose": 0, "random_state": 0}
+    detectors = {
+        "saliency": SaliencyDetector(f, **paper),
+        "image_only": SaliencyDetector(f, input_mode="image", **paper),
+        "kernel_density": KernelDensityDetector(f, mc_samples=10, random_state=0),
+        "lid": LIDDetector(f, random_state=0),
+        "mahalanobis": MahalanobisDetector(f, random_state=0),
+        "feature_squeezing": FeatureSqueezingDetector(f),
+    }  # fmt: skip
+    for detector in detectors.values():
+        detector.fit(x, x_adv)
+    return f, data.x_test[:32], data.y_test[:32], detectors
+
+
+@pytest.mark.parametrize(
+    "name", ["saliency", "image_only", "kernel_density", "lid", "mahalanobis", "feature_squeezing"]
+)
+def test_the_joint_attack_lowers_every_detectors_score(trained_setting, name):
+    f, x, y, detectors = trained_setting
+    detector = detectors[name]
+    plain = pgd(f, x, y, eps=0.2, nb_iter=10, random_state=0, loss="margin")
+    joint = joint_pgd(f, x, y, eps=0.2, nb_iter=10, random_state=0, detector=detector)
+    # The detector term reaches the images through every detector's score (short runs: the
+    # strength of the attack is measured in docs/results.md, not here).
+    assert detector.decision_function(joint).mean() < detector.decision_function(plain).mean()
+
+
+def test_the_joint_attack_gets_past_the_saliency_detector_more_often_than_the_plain_attack(trained_setting):
+    # Measured here: 0.22 plain, 0.41 joint (32 images; a detector fitted on 200 pairs for
+    # 10 epochs). docs/results.md measures it at scale.
+    f, x, y, detectors = trained_setting
+    detector = detectors["saliency"]
+    plain = pgd(f, x, y, eps=0.2, random_state=0, loss="margin")  # the attacks' default 40 steps
+    joint = joint_pgd(f, x, y, eps=0.2, random_state=0, detector=detector)
+    assert (
+        adaptive_success(f, detector, joint, y).mean() >= adaptive_success(f, detector, plain, y).mean() + 0.1
+    )
