@@ -169,6 +169,43 @@ def test_lid_estimate_matches_the_formula():
     np.testing.assert_allclose(own, -1.0 / np.mean(np.log(d_own / d_own[-1])), rtol=1e-5)
 
 
+def test_minibatch_lids_follow_the_reference_codes_mle_batch():
+    """Ma et al.'s protocol: per minibatch, its own clean activations are the neighbours and the
+    nearest neighbour of every point is dropped (scipy's cdist, as the reference code)."""
+    import keras
+    from scipy.spatial.distance import cdist
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((3, 3, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4, name="hidden"),
+            keras.layers.Dense(2),
+        ]
+    )
+    rng = np.random.default_rng(0)
+    x = rng.random((25, 3, 3, 1), dtype=np.float32) * 0.5
+    x_adv = np.clip(x + rng.normal(0, 0.2, x.shape), 0, 1).astype(np.float32)
+    det = LIDDetector(model, layers=["hidden"], k=5, n_reference=10, random_state=0).fit(x, x_adv)
+    lids_clean, lids_adv = det.minibatch_lids(x, x_adv)
+    weights, bias = model.get_layer("hidden").get_weights()
+
+    def mle_batch(data, batch, k):  # the reference code's function, in NumPy
+        k = min(k, len(data) - 1)
+        distances = np.sort(cdist(batch, data), axis=1)[:, 1 : k + 1]
+        return -k / np.sum(np.log(distances / distances[:, -1:]), axis=1)
+
+    hidden = x.reshape(25, -1).astype(np.float64) @ weights + bias
+    hidden_adv = x_adv.reshape(25, -1).astype(np.float64) @ weights + bias
+    for start in range(0, 25, 10):  # minibatches of 10, 10 and 5 (k lowered to 4 in the last)
+        rows = slice(start, start + 10)
+        np.testing.assert_allclose(lids_clean[rows, 0], mle_batch(hidden[rows], hidden[rows], 5), rtol=1e-4)
+        np.testing.assert_allclose(lids_adv[rows, 0], mle_batch(hidden[rows], hidden_adv[rows], 5), rtol=1e-4)
+    with pytest.raises(ValueError, match="one adversarial image per clean image"):
+        det.minibatch_lids(x, x_adv[:3])
+
+
 def test_median_smoothing_matches_scipy_and_a_hand_computation():
     from scipy import ndimage
 
@@ -420,7 +457,7 @@ def test_adaptive_attack_rejects_bad_arguments(trained_mnist_f, detector, data):
     x = data["x_test"][:2]
     with pytest.raises(ValueError, match=r"`sigma` must be a weight in \[0, 1\]"):
         detector_aware(trained_mnist_f, x, eps=0.1, detector=detector, sigma=1.5)
-    with pytest.raises(TypeError, match="`detector` must be a detector of saliency_detect.detector"):
+    with pytest.raises(TypeError, match=r"`detector` must be a detector of saliency_detect\.detector"):
         detector_aware(trained_mnist_f, x, eps=0.1, detector="det/")  # a path is not a detector
     with pytest.raises(ValueError, match="`eps` must be a positive number"):
         detector_aware(trained_mnist_f, x, eps=0.0, detector=detector)

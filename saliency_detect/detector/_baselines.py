@@ -413,6 +413,60 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
         lids = [_lid(a, tf.constant(r), k) for a, r in zip(flat, self.reference_, strict=True)]
         return tf.stack(lids, axis=1)
 
+    def minibatch_lids(self, x_clean: ArrayLike, x_adv: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Per-layer LIDs under the reference code's protocol (Ma et al.'s `mle_batch`), for comparison.
+
+        The published LID numbers come from this protocol, not from a deployable score:
+        the images go in minibatches of `n_reference` clean images with their adversarial
+        twins; each minibatch's own clean activations are the neighbours, and the nearest
+        neighbour of **every** point is dropped (for a clean image, itself; for an
+        adversarial image, usually its own clean twin). Scoring a new image this way
+        needs its clean minibatch, which a deployed detector does not have; `fit` and
+        `decision_function` use one fixed reference batch and drop only exact
+        self-matches. `docs/results.md` measures how far the two differ. Uses the fitted
+        `layers_` and `k` (`k` is lowered to the minibatch size minus one, as the
+        reference code does).
+
+        Args:
+            x_clean: clean images (N, H, W, C).
+            x_adv: their adversarial versions, in the same order (N, H, W, C).
+
+        Returns:
+            `(lids_clean, lids_adv)`, each (N, layers).
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before `fit`.
+            ValueError: for invalid images, or batches of different lengths.
+        """
+        check_is_fitted(self)
+        expected = model_image_shape(self.classifier)
+        x_clean = check_images(x_clean, name="x_clean", clip_range=self.clip_range, expected_shape=expected)
+        x_adv = check_images(
+            x_adv, name="x_adv", clip_range=self.clip_range, expected_shape=x_clean.shape[1:]
+        )
+        if len(x_adv) != len(x_clean):
+            raise ValueError(
+                f"`x_adv` must hold one adversarial image per clean image: expected {len(x_clean)}. "
+                f"Received {len(x_adv)}."
+            )
+        model = prepare(self.classifier).feature_model(tuple(self.layers_))
+        count = len(self.layers_)
+
+        @tf.function(input_signature=[tf.TensorSpec((None, *x_clean.shape[1:]), tf.float32)] * 2)
+        def step(clean, adversarial):
+            k = tf.minimum(self.k, tf.shape(clean)[0] - 1)
+            both = model(tf.concat([clean, adversarial], axis=0), training=False)[:count]
+            n = tf.shape(clean)[0]
+            columns_clean, columns_adv = [], []
+            for output in both:
+                flat = tf.reshape(output, [tf.shape(output)[0], -1])
+                reference = flat[:n]
+                columns_clean.append(_lid_drop_nearest(reference, reference, k))
+                columns_adv.append(_lid_drop_nearest(flat[n:], reference, k))
+            return tf.stack(columns_clean, axis=1), tf.stack(columns_adv, axis=1)
+
+        return map_batches(step, (x_clean, x_adv), int(self.n_reference))
+
     def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> LIDDetector:
         """Pick the reference batch from the clean images, then fit the regression on per-layer LIDs.
 
@@ -486,8 +540,8 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
         return logistic_logit(self.logistic_, self._lid_tensor(x))
 
 
-def _lid(acts: tf.Tensor, reference: tf.Tensor, k: int) -> tf.Tensor:
-    """Maximum-likelihood LID of each row of `acts` from its `k` nearest rows of `reference`."""
+def _pairwise_distances(acts: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
+    """Euclidean distances (N, M) between the rows of `acts` and of `reference`, in float64."""
     # float64: the expanded squared distance of a row to itself must come out as zero.
     acts, reference = tf.cast(acts, tf.float64), tf.cast(reference, tf.float64)
     sq = (
@@ -495,12 +549,32 @@ def _lid(acts: tf.Tensor, reference: tf.Tensor, k: int) -> tf.Tensor:
         - 2.0 * tf.matmul(acts, reference, transpose_b=True)
         + tf.reduce_sum(reference * reference, axis=1)[None, :]
     )
-    dist = tf.sqrt(tf.maximum(sq, 0.0))
+    return tf.sqrt(tf.maximum(sq, 0.0))
+
+
+def _mle(nearest: tf.Tensor) -> tf.Tensor:
+    """`-(mean_i log(r_i / r_k))^-1` per row of ascending neighbour distances (N, k), as float32."""
+    log_ratio = tf.math.log(tf.maximum(nearest, 1e-12) / tf.maximum(nearest[:, -1:], 1e-12))
+    return tf.cast(-1.0 / tf.minimum(tf.reduce_mean(log_ratio, axis=1), -1e-12), tf.float32)
+
+
+def _lid_drop_nearest(acts: tf.Tensor, reference: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+    """Ma et al.'s `mle_batch`: LID from the 2nd to the (k+1)-th nearest rows of `reference`.
+
+    `k` may be a tensor: a last, smaller minibatch lowers it.
+    """
+    dist = _pairwise_distances(acts, reference)
+    nearest = -tf.math.top_k(-dist, k=k + 1).values
+    return _mle(nearest[:, 1:])
+
+
+def _lid(acts: tf.Tensor, reference: tf.Tensor, k: int) -> tf.Tensor:
+    """Maximum-likelihood LID of each row of `acts` from its `k` nearest rows of `reference`."""
+    dist = _pairwise_distances(acts, reference)
+    acts = tf.cast(acts, tf.float64)
     # An image of the reference batch is not its own neighbour. Its activations, computed
     # in another batch, can differ from the reference's by float32 rounding: a distance
     # within a millionth of the row's norm is the image itself.
     own = 1e-9 + 1e-6 * tf.sqrt(tf.reduce_sum(acts * acts, axis=1, keepdims=True))
     dist = tf.where(dist <= own, tf.fill(tf.shape(dist), tf.constant(np.inf, tf.float64)), dist)
-    nearest = -tf.math.top_k(-dist, k=k).values
-    log_ratio = tf.math.log(tf.maximum(nearest, 1e-12) / tf.maximum(nearest[:, -1:], 1e-12))
-    return tf.cast(-1.0 / tf.minimum(tf.reduce_mean(log_ratio, axis=1), -1e-12), tf.float32)
+    return _mle(-tf.math.top_k(-dist, k=k).values)
