@@ -18,6 +18,24 @@ if not os.environ.get("SALIENCY_DETECT_DATA") and _SHARED.is_dir():
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+#: A test using one of these fixtures (directly or through another) trains a classifier,
+#: reads the real data sets or runs the documentation's code; a test in one of these files
+#: runs an example script, an experiment pipeline end to end or several processes. Those
+#: are the integration tier; the rest is the fast tier:
+#: `pytest -m "not slow and not integration"`.
+_INTEGRATION_FIXTURES = {"trained_mnist_f", "shared_data", "page_runs"}
+_INTEGRATION_FILES = {"test_examples.py", "test_experiments.py", "test_distribute.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the integration tier (see `_INTEGRATION_FIXTURES`)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _INTEGRATION_FIXTURES or item.path.name in _INTEGRATION_FILES:
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the docs' code runner now when its tests are selected: it overlaps the others."""
     for item in session.items:
