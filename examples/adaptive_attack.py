@@ -74,14 +74,14 @@ def rate(hits: np.ndarray) -> str:
     return f"{hits.mean():.2f} [{low:.2f}, {high:.2f}]"
 
 
+clean_scores = {name: detector.decision_function(x_test) for name, detector in detectors.items()}
 rows = []
 for eps in args.eps:
     plain = pgd(f, x_test, y_test, eps=eps, nb_iter=args.nb_iter, loss="margin", random_state=args.seed)
     fooled = f.predict(plain, verbose=0).argmax(1) != y_test
     for name, detector in detectors.items():
-        clean_scores = detector.decision_function(x_test)
         auc = roc_auc_score(np.r_[np.zeros(len(x_test)), np.ones(len(x_test))],
-                            np.r_[clean_scores, detector.decision_function(plain)])  # fmt: skip
+                            np.r_[clean_scores[name], detector.decision_function(plain)])  # fmt: skip
         success = {"PGD on f": adaptive_success(f, detector, plain, y_test)}
         for mode in ("sum", "selective"):
             joint = joint_pgd(f, x_test, y_test, eps=eps, nb_iter=args.nb_iter, detector=detector, mode=mode,

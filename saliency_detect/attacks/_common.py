@@ -145,17 +145,9 @@ def attack_loss(
     return (value, None) if objective is None else objective(x, labels, logits, value)
 
 
-def loss_gradient(
-    prepared: Prepared,
-    x: tf.Tensor,
-    labels: tf.Tensor,
-    targeted: bool,
-    objective: Objective | None = None,
-    loss: str = "cross_entropy",
-    confidence: float = np.inf,
-) -> tf.Tensor:
-    """Gradient of `attack_loss` with respect to `x`."""
-    return loss_gradient_and_success(prepared, x, labels, targeted, objective, loss, confidence)[0]
+def loss_gradient(prepared: Prepared, x: tf.Tensor, labels: tf.Tensor, targeted: bool) -> tf.Tensor:
+    """Gradient of f's cross-entropy (negated when targeted) with respect to `x`."""
+    return loss_gradient_and_success(prepared, x, labels, targeted)[0]
 
 
 def loss_gradient_and_success(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import TYPE_CHECKING
 
 import keras
@@ -10,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
 
+from saliency_detect._validation import check_non_negative_float
 from saliency_detect.attacks._common import detector_score
 from saliency_detect.attacks._iterative import projected_gradient
 
@@ -111,8 +111,9 @@ def joint_pgd(
         >>> bool(np.abs(x_adv - x[:4]).max() <= 0.1 + 1e-6)
         True
     """
-    weight = _non_negative(detector_weight, "detector_weight")
-    confidence = _non_negative(confidence, "confidence", infinite=True)
+    weight = check_non_negative_float(detector_weight, "detector_weight")
+    if not (isinstance(confidence, float) and confidence == np.inf):  # np.inf: no cap
+        confidence = check_non_negative_float(confidence, "confidence")
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {list(MODES)}. Received: mode={mode!r}")
     if mode == "selective" and (loss != "margin" or np.isinf(confidence)):
@@ -145,16 +146,3 @@ def joint_pgd(
 
 #: The ways `joint_pgd` combines the classifier's and the detector's losses.
 MODES = ("selective", "sum")
-
-
-def _non_negative(value, name: str, *, infinite: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or np.isnan(value)
-        or value < 0
-        or (np.isinf(value) and not infinite)
-    ):
-        expected = "a number >= 0 (np.inf for none)" if infinite else "a finite number >= 0"
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
-    return float(value)
