@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real data lives and one trained MNIST-NET-f per session."""
+"""Shared fixtures: where the real data lives and the shipped MNIST-NET-f."""
 
 from __future__ import annotations
 
@@ -37,7 +37,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the docs' code runner now when its tests are selected: it overlaps the others."""
+    """Start the docs' code runner now when its tests are selected: it overlaps the others.
+
+    Not under pytest-xdist: every worker collects every test, and whichever one is given
+    `test_docs.py` starts the runner when it needs it (the other worker keeps the second
+    core busy meanwhile).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     for item in session.items:
         if "test_docs.py::test_python_blocks_run" in item.nodeid:
             folder = Path(tempfile.mkdtemp(prefix="docs-run-"))
@@ -77,10 +84,13 @@ def mnist_sample():
 
 
 @pytest.fixture(scope="session")
-def trained_mnist_f(mnist_sample, tmp_path_factory):
-    """MNIST-NET-f trained on mnist-sample with the paper's settings (10 epochs, Adam 1e-3)."""
-    from saliency_detect.models import load_model, mnist_net_f, train_classifier
+def trained_mnist_f():
+    """The shipped MNIST-NET-f (the paper's settings on full MNIST; its card has the command).
 
-    path = tmp_path_factory.mktemp("models") / "mnist_net_f.keras"
-    train_classifier(mnist_net_f(), mnist_sample, save_path=path, random_state=0, verbose=0)
-    return load_model(path)
+    Loading it instead of training one per session keeps three minutes out of every run;
+    `test_training.py` trains MNIST-NET-f itself (the slow tier) and `test_pretrained.py`
+    checks the shipped weights against their card.
+    """
+    from saliency_detect.models import pretrained
+
+    return pretrained("mnist_net_f")

@@ -108,16 +108,26 @@ def test_adaptive_attack_example_prints_the_security_table(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "examples" / "adaptive_attack.py"), "--dataset", "mnist-sample",
          "--train-size", "100", "--test-size", "8", "--calibration-size", "20", "--eps", "0.2",
-         "--nb-iter", "2", "--detector-epochs", "1", "--out", str(out)],
+         "--nb-iter", "2", "--detector-epochs", "1", "--detectors", "saliency", "feature squeezing",
+         "--harden-rounds", "1", "--out", str(out)],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "hardened saliency: attack success per round" in result.stdout
     rows = [line for line in out.read_text().splitlines() if line.startswith("| 0.2 |")]
     names = [row.split(" | ")[1] for row in rows]
-    assert names == ["saliency", "image only", "KD+BU", "LID", "Mahalanobis", "feature squeezing"]
+    assert names == ["saliency", "saliency (hardened)", "feature squeezing", "feature squeezing (hardened)"]
     for row in rows:  # every rate is a share with its interval around it
         for cell in row.strip("| ").split(" | ")[4:]:
             value, low, high = (
                 float(v) for v in cell.replace("[", "").replace("]", "").replace(",", "").split()
             )
             assert 0 <= low <= value <= high <= 1, row
+
+
+def test_adaptive_attack_example_refuses_an_unknown_detector():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "adaptive_attack.py"), "--detectors", "saliency", "oracle"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2 and "unknown detectors ['oracle']" in result.stderr

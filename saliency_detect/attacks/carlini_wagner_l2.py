@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -10,8 +12,11 @@ from numpy.typing import ArrayLike
 from saliency_detect._classes import resolve_classes
 from saliency_detect._gradients import score_gradients
 from saliency_detect._prepared import run_compiled
-from saliency_detect._validation import check_positive_float, check_positive_int
-from saliency_detect.attacks._common import class_margin, setup
+from saliency_detect._validation import check_non_negative_float, check_positive_float, check_positive_int
+from saliency_detect.attacks._common import class_margin, detector_score, setup
+
+if TYPE_CHECKING:
+    from saliency_detect.detector._base import Detector
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
@@ -30,6 +35,8 @@ def carlini_wagner_l2(
     max_iterations: int = 200,
     initial_const: float = 0.01,
     abort_early: bool = True,
+    detector: Detector | keras.Model | None = None,
+    detector_weight: float = 1.0,
 ) -> np.ndarray:
     """Carlini & Wagner's L2 attack (2017, "Towards evaluating the robustness of neural networks").
 
@@ -41,6 +48,13 @@ def carlini_wagner_l2(
     image, the successful `x'` of smallest L2 norm. Each optimisation stops early when the
     loss stops falling (checked every tenth of `max_iterations`). Everything runs in one
     compiled loop per batch.
+
+    With a `detector`, this is Carlini & Wagner's joint attack on a defended classifier
+    ("Adversarial examples are not easily detected", AISec 2017) with their L2
+    optimiser: the loss gains `c * detector_weight * softplus(s(x') - threshold)` (`s`:
+    the detector's `decision_tensor`, as in `joint_pgd`), and an `x'` counts as a success
+    only if it also stays at or below the detector's threshold. `detector_weight=0`
+    ignores the detector (the plain attack, image for image).
 
     Args:
         model: a Keras classifier (logits, or softmax read at its input).
@@ -57,6 +71,9 @@ def carlini_wagner_l2(
         max_iterations: Adam steps per optimisation.
         initial_const: the first c.
         abort_early: stop an optimisation when its loss has not improved.
+        detector: a fitted detector of `saliency_detect.detector` (or a Keras model from
+            images to the logit of "adversarial") to get past as well; None attacks f alone.
+        detector_weight: weight of the detector term (>= 0).
 
     Returns:
         Adversarial images, float32, same shape as `x`; the original image where no
@@ -64,6 +81,8 @@ def carlini_wagner_l2(
 
     Raises:
         ValueError: for invalid images, labels or parameters.
+        TypeError: for a `detector` that is neither a detector nor a Keras model.
+        sklearn.exceptions.NotFittedError: for an unfitted detector.
 
     Examples:
         >>> import numpy as np
@@ -81,6 +100,8 @@ def carlini_wagner_l2(
     max_iterations = check_positive_int(max_iterations, "max_iterations")
     initial_const = check_positive_float(initial_const, "initial_const")
     kappa = float(confidence)
+    weight = check_non_negative_float(detector_weight, "detector_weight")
+    score, threshold = detector_score(detector) if detector is not None and weight > 0 else (None, 0.0)
     low, high = float(clip_range[0]), float(clip_range[1])
     check_every = max(1, max_iterations // 10)
 
@@ -105,11 +126,15 @@ def carlini_wagner_l2(
                     margin = class_margin(logits, classes)
                     f = tf.maximum(-margin, -kappa) if targeted else tf.maximum(margin, -kappa)
                     l2 = tf.reduce_sum(tf.square(adv - x), axis=[1, 2, 3])
-                    return l2 + const * f, (adv, margin, l2)
+                    if score is None:
+                        return l2 + const * f, (adv, margin, l2, tf.ones_like(l2, tf.bool))
+                    scores = score(adv)
+                    f += weight * tf.nn.softplus(scores - threshold)
+                    return l2 + const * f, (adv, margin, l2, scores <= threshold)
 
                 for t in tf.range(1, max_iterations + 1):
-                    loss, (adv, margin, l2), (grad, *_) = score_gradients(loss_fn, w)
-                    success = margin > kappa if targeted else -margin > kappa
+                    loss, (adv, margin, l2, silent), (grad, *_) = score_gradients(loss_fn, w)
+                    success = (margin > kappa if targeted else -margin > kappa) & silent
                     improved = success & (l2 < best_l2)
                     best_l2 = tf.where(improved, l2, best_l2)
                     best_adv = tf.where(improved[:, None, None, None], adv, best_adv)
@@ -137,4 +162,6 @@ def carlini_wagner_l2(
         "carlini_wagner_l2", low, high, targeted, kappa, learning_rate,
         binary_search_steps, max_iterations, initial_const, abort_early,
     )  # fmt: skip
+    # A step holding a detector is compiled for this call only (`run_compiled`'s `key=None`).
+    key = None if score is not None else key
     return run_compiled(prepared, x, labels, key=key, build=build, batch_size=batch_size)

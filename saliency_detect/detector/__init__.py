@@ -9,6 +9,8 @@
   intrinsic dimensionality, Ma et al. 2018), `MahalanobisDetector` (class-conditional
   Gaussians on f's features, Lee et al. 2018) and `FeatureSqueezingDetector` (bit-depth
   reduction and median smoothing, Xu et al. 2018).
+- `harden`: refit any of them on adversarial images crafted against it by the joint
+  adaptive attack (Metzen et al. 2017's dynamic adversary training).
 
 Every detector follows scikit-learn's estimator contract: parameters stored as given
 and checked in `fit`, `fit` returns `self`, fitted state ends in `_`, and
@@ -21,6 +23,7 @@ from saliency_detect.detector._baselines import KernelDensityDetector, LIDDetect
 from saliency_detect.detector._detector import RECIPES, SaliencyDetector, default_detector
 from saliency_detect.detector._features import DETECTOR_SALIENCY, INPUT_MODES, SaliencyFeatures
 from saliency_detect.detector._guard import GuardedClassifier, GuardedPrediction
+from saliency_detect.detector._hardening import harden
 from saliency_detect.detector._mahalanobis import MahalanobisDetector
 from saliency_detect.detector._squeezing import (
     PAPER_SQUEEZERS,
@@ -45,5 +48,6 @@ __all__ = [
     "balanced_threshold",
     "bit_depth",
     "default_detector",
+    "harden",
     "median_smoothing",
 ]

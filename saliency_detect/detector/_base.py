@@ -9,6 +9,7 @@ the detector is fitted.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from typing import Protocol
@@ -166,6 +167,19 @@ class BinaryDetectorMixin:
     """
 
     _estimator_type = "classifier"
+
+    def __sklearn_clone__(self):
+        """An unfitted detector with the same parameters (`sklearn.base.clone` calls this).
+
+        scikit-learn's default deep-copies every parameter, which would copy the
+        classifier f (and a strategy or user detector model): a clone shares those
+        objects, as the detector it came from does, and copies plain containers.
+        """
+        params = {
+            name: copy.deepcopy(value) if isinstance(value, (list, dict, set, np.ndarray)) else value
+            for name, value in self.get_params(deep=False).items()
+        }
+        return type(self)(**params)
 
     def decision_function(self, x: ArrayLike) -> np.ndarray:  # pragma: no cover - every detector defines it
         raise NotImplementedError
