@@ -14,7 +14,10 @@ does not flag it (`evaluation.adaptive_success`); "best" counts an image when an
 joint attacks succeeds. With `--cw`, the joint attack also runs with C&W's L2 optimiser
 (`carlini_wagner_l2(detector=...)`, unbounded: its success is printed, and counted at
 each ε only for images it changed by at most ε in L∞). Rates come with 95% Wilson
-intervals. With `--harden-rounds R`,
+intervals. With `--transfer`, the joint attack (sum) also runs against a surrogate of
+each detector (same parameters, the next training images, seed + 1, not hardened) and
+is judged by the real detector: white-box should beat it (else a line says the sanity
+check failed). With `--harden-rounds R`,
 each detector also gets a hardened twin (`detector.harden`: R rounds of refitting on the
 joint attack against itself, at `--harden-eps`, in `--harden-mode`), calibrated and
 attacked the same way.
@@ -25,6 +28,7 @@ import time
 
 import numpy as np
 from scipy.stats import binomtest
+from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from saliency_detect.attacks import bim, carlini_wagner_l2, joint_pgd, pgd
@@ -53,6 +57,11 @@ parser.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.2, 0.3], hel
 parser.add_argument("--fit-eps", type=float, default=0.2, help="BIM ε of the detectors' training pairs")
 parser.add_argument("--nb-iter", type=int, default=40, help="attack steps")
 parser.add_argument("--restarts", type=int, default=1, help="random restarts of each joint PGD run")
+parser.add_argument(
+    "--transfer",
+    action="store_true",
+    help="also attack a surrogate of each detector (other images, seed) and count what passes the real one",
+)
 parser.add_argument(
     "--cw", action="store_true", help="also run the joint attack with C&W's L2 optimiser (its own column)"
 )
@@ -107,7 +116,19 @@ for name in (name for name in detectors if name in (args.detectors or NAMES)):
         rounds = ", ".join(f"{entry['attack_success']:.2f}" for entry in hardened.hardening_)
         print(f"hardened {name}: attack success per round {rounds} ({time.perf_counter() - start:.0f} s)")
 detectors = fitted
-
+surrogates = {}  # the transfer attacker's: same kind and parameters, other images and seed, not hardened
+if args.transfer:
+    n = args.train_size
+    x_other, y_other = data.x_train[n : 2 * n], data.y_train[n : 2 * n]
+    x_other_adv = bim(f, x_other, y_other, eps=args.fit_eps, nb_iter=10)
+    for name, detector in detectors.items():
+        surrogate = clone(detector)
+        if "random_state" in surrogate.get_params():
+            surrogate.set_params(random_state=args.seed + 1)
+        surrogates[name] = surrogate.fit(x_other, x_other_adv).calibrate(
+            data.x_train[2 * n : 3 * n], fpr=0.05
+        )
+    print(f"fitted the surrogates ({time.perf_counter() - start:.0f} s)", flush=True)
 
 clean_scores = {name: detector.decision_function(x_test) for name, detector in detectors.items()}
 carlini_wagner = {}  # unbounded: which images it gets past f and D, and each one's L-inf size
@@ -133,11 +154,20 @@ for eps in args.eps:
             hits, size = carlini_wagner[name]
             success["joint C&W L2 (L∞ ≤ ε)"] = hits & (size <= eps + 1e-6)
         best = np.any([hits for key, hits in success.items() if key != "PGD on f"], axis=0)
+        if name in surrogates:  # black-box on D: the joint attack on the surrogate, judged by D
+            transferred = joint_pgd(f, x_test, y_test, eps=eps, nb_iter=args.nb_iter, mode="sum",
+                                    detector=surrogates[name], restarts=args.restarts,
+                                    random_state=args.seed)  # fmt: skip
+            success["transfer (sum)"] = adaptive_success(f, detector, transferred, y_test)
+            if success["transfer (sum)"].mean() > best.mean():
+                print(f"sanity check failed: transfer beats white-box on {name} at ε {eps:g}", flush=True)
         rows.append([f"{eps:g}", name, f"{auc:.3f}", f"{fooled.mean():.2f}",
-                     *(rate(s) for s in success.values()), rate(best)])  # fmt: skip
+                     *(rate(s) for key, s in success.items() if key != "transfer (sum)"), rate(best),
+                     *([rate(success["transfer (sum)"])] if name in surrogates else [])])  # fmt: skip
         print(" | ".join(rows[-1]), f"({time.perf_counter() - start:.0f} s)", flush=True)
 
-header = ["ε", "detector", "ROC AUC (PGD)", "f fooled (PGD)", *success, "joint (best)"]
+header = ["ε", "detector", "ROC AUC (PGD)", "f fooled (PGD)", *(k for k in success if k != "transfer (sum)"),
+          "joint (best)", *(["transfer (sum)"] if surrogates else [])]  # fmt: skip
 table = "\n".join(
     ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     + ["| " + " | ".join(r) + " |" for r in rows]
