@@ -136,7 +136,9 @@ for name, detector in detectors.items() if args.cw else ():
     found = carlini_wagner_l2(f, x_test, y_test, detector=detector)
     size = np.abs(found - x_test).reshape(len(x_test), -1).max(axis=1)
     carlini_wagner[name] = (adaptive_success(f, detector, found, y_test), size)
-    print(f"joint C&W L2 on {name}, unbounded: {rate(carlini_wagner[name][0])} "
+    hits = carlini_wagner[name][0]
+    sizes = f"median L∞ of its successes {np.median(size[hits]):.3f}" if hits.any() else "no success"
+    print(f"joint C&W L2 on {name}, unbounded: {rate(hits)}, {sizes} "
           f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
 rows = []
 for eps in args.eps:
