@@ -9,7 +9,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect.attacks import bim, joint_pgd
-from saliency_detect.detector import MahalanobisDetector, SaliencyDetector, harden
+from saliency_detect.detector import FeatureSqueezingDetector, MahalanobisDetector, SaliencyDetector, harden
 from saliency_detect.models import mnist_net_f, predict_labels
 
 
@@ -56,6 +56,14 @@ def test_the_template_is_cloned_not_fitted(untrained):
     assert all(0.0 <= entry["attack_success"] <= 1.0 for entry in hardened.hardening_)
     again = harden(template, x, x_adv, eps=0.1, rounds=2, nb_iter=2, random_state=0, verbose=0)
     np.testing.assert_allclose(again.decision_function(x), hardened.decision_function(x), rtol=1e-6)
+
+
+def test_feature_squeezing_learns_nothing_from_adversarial_images_so_hardening_leaves_it(untrained):
+    f, x, x_adv = untrained
+    hardened = harden(FeatureSqueezingDetector(f), x, x_adv, eps=0.1, rounds=1, nb_iter=2, verbose=0)
+    plain = FeatureSqueezingDetector(f).fit(x, x_adv)
+    np.testing.assert_array_equal(hardened.decision_function(x_adv), plain.decision_function(x_adv))
+    assert hardened.threshold_ == plain.threshold_ and len(hardened.hardening_) == 1
 
 
 def test_a_clone_shares_the_classifier_and_copies_plain_parameters(untrained):

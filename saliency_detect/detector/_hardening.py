@@ -44,8 +44,11 @@ def harden(
     draw a new adversary for every minibatch; a round per refit costs the same attack
     work per image and reuses `fit` unchanged, at the price of a coarser arms race.
 
-    The detector is refitted, not calibrated: call `calibrate` on held-out clean images
-    afterwards as for any detector. `hardening_` on the result lists, per round, the
+    Hardening changes only what a detector learns from adversarial images: Feature
+    Squeezing sets its threshold on clean images alone, so its hardened twin scores as
+    it did (the rounds still measure the attack against it). The detector is refitted,
+    not calibrated: call `calibrate` on held-out clean images afterwards as for any
+    detector. `hardening_` on the result lists, per round, the
     share of `x` on which that round's attack fooled f without being flagged by the
     detector it attacked (falling rounds mean the detector learns to see the attacker).
 
