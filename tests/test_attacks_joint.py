@@ -228,3 +228,104 @@ def test_an_unbounded_attacker_gets_past_the_saliency_detector(trained_setting):
     detector = detectors["saliency"]
     joint = joint_pgd(f, x, y, eps=1.0, random_state=0, detector=detector)
     assert adaptive_success(f, detector, joint, y).mean() >= 0.8
+
+
+# --- security_evaluation: attackers of growing knowledge, with sanity checks ---------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"eps": []}, ValueError, "`eps` must be a list"),
+        ({"eps": [0.1, -0.2]}, ValueError, "`eps` must be a positive number"),
+        ({"eps": 0.1}, ValueError, "`eps` must be a list"),
+        ({"norm": 1}, ValueError, "`norm` must be np.inf or 2"),
+        ({"detectors": {}}, ValueError, "`detectors` must map names"),
+        ({"surrogates": {"other": None}}, ValueError, r"`surrogates` names \['other'\]"),
+        ({"nb_iter": 0}, ValueError, "nb_iter"),
+        ({"restarts": 0}, ValueError, "restarts"),
+        ({"y": [0, 1]}, ValueError, "y"),
+    ],
+)
+def test_security_evaluation_refuses_bad_arguments(untrained, changes, error, message):
+    from saliency_detect.evaluation import security_evaluation
+
+    f, x, detector = untrained
+    kwargs = {"detectors": {"FS": detector}, "y": [0, 1, 2], "eps": [0.1], "nb_iter": 1, **changes}
+    with pytest.raises(error, match=message):
+        security_evaluation(f, x=x[:3], **kwargs)
+    with pytest.raises(NotFittedError):
+        security_evaluation(f, {"FS": FeatureSqueezingDetector(f)}, x[:3], [0, 1, 2], eps=[0.1])
+
+
+def test_rate_interval_is_the_rate_inside_its_wilson_interval():
+    from saliency_detect.evaluation import rate_interval
+
+    rate = rate_interval([True, True, False, False])
+    assert rate["rate"] == 0.5 and rate["hits"] == 2 and rate["n"] == 4
+    assert rate["low"] == pytest.approx(0.15, abs=0.01) and rate["high"] == pytest.approx(0.85, abs=0.01)
+    assert np.isnan(rate_interval([])["rate"])
+
+
+@pytest.mark.parametrize(
+    ("value", "reference", "worse", "passed"),
+    [
+        ([1] * 10 + [0] * 10, [1] * 20, True, False),  # the stronger attack lost 10 images: fails
+        ([1] * 19 + [0], [1] * 20, True, True),  # one image: not significant
+        ([1] * 20, [0] * 20, False, False),  # transfer beats white-box on 20 images: fails
+        ([0] * 20, [1] * 20, False, True),
+        ([1] * 20, [1] * 20, True, True),  # no discordant pair
+    ],
+)
+def test_paired_sanity_checks_fail_only_on_a_significant_difference(value, reference, worse, passed):
+    from saliency_detect.evaluation._security import _paired_check
+
+    check = _paired_check("x", "", 0.1, np.array(value, bool), np.array(reference, bool), worse=worse)
+    assert check.passed is passed and (check.p_value < 0.05) is not passed
+    assert check.value == np.mean(value) and check.reference == np.mean(reference)
+
+
+def test_security_evaluation_measures_each_attacker_and_runs_the_sanity_checks(trained_setting):
+    import json
+
+    from saliency_detect.data import load_dataset
+    from saliency_detect.evaluation import SecurityEvaluation, security_evaluation
+
+    f, x, y, detectors = trained_setting
+    chosen = {name: detectors[name] for name in ("image_only", "feature_squeezing")}
+    x, y = x[:16], y[:16]
+    # The transfer attacker's surrogate: Feature Squeezing thresholded on other clean images.
+    surrogate = FeatureSqueezingDetector(f).fit(load_dataset("mnist").x_train[1000:1200])
+    results = security_evaluation(
+        f, chosen, x, y, eps=[0.2, 0.1], nb_iter=10, random_state=0,
+        surrogates={"feature_squeezing": surrogate},
+    )  # fmt: skip
+    assert list(results) == ["image_only", "feature_squeezing"]
+    plain = pgd(f, x, y, eps=0.2, nb_iter=10, loss="margin", random_state=0)
+    for name, result in results.items():
+        assert result.eps == (0.1, 0.2) and all(r["n"] == len(x) for r in result.adaptive)
+        for undefended, unaware in zip(result.undefended, result.unaware, strict=True):
+            assert unaware["hits"] <= undefended["hits"]  # fooled and not flagged is a subset of fooled
+        # The unaware attacker is PGD on f, judged by f and the detector.
+        assert result.unaware[1]["hits"] == adaptive_success(f, chosen[name], plain, y).sum()
+        expected = ["unbounded", "stronger"] + (["transfer"] if name == "feature_squeezing" else [])
+        assert [c.name for c in result.checks] == expected
+        for check in result.checks:
+            print(name, check.name, check.value, check.reference, check.p_value, check.passed)
+        unbounded = result.checks[0]
+        assert unbounded.eps == 1.0 and unbounded.reference == 0.95
+        assert (
+            unbounded.passed == (unbounded.p_value >= 0.05) and (unbounded.value >= 0.95) <= unbounded.passed
+        )
+        assert SecurityEvaluation.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    # Every sanity check holds on this setting (measured: image-only unbounded 1.00, stronger
+    # 0.94 against 0.75; Feature Squeezing unbounded 0.94, stronger and transfer 0.00 as at ε).
+    assert all(check.passed for r in results.values() for check in r.checks)
+
+
+def test_the_unbounded_check_fails_only_significantly_below_95_percent():
+    from saliency_detect.evaluation._security import _unbounded_check
+
+    assert _unbounded_check("", 1.0, np.array([True] * 15 + [False])).passed  # 15/16: not significant
+    assert not _unbounded_check("", 1.0, np.array([True] * 80 + [False] * 20)).passed  # 0.80 of 100
+    assert _unbounded_check("", 1.0, np.ones(10, bool)).p_value == 1.0

@@ -30,6 +30,7 @@ def tiny_config(**changes):
         "attacks": [{"name": "fgsm", "eps": 0.3}, {"name": "bim", "eps": 0.2, "params": {"nb_iter": 3}}],
         "baselines": [],
         "adaptive_sigmas": [],
+        "security_eps_factors": [],
         "use_pretrained": False,
     }
     values.update(changes)
@@ -49,6 +50,7 @@ def test_config_round_trips_through_dict_json_and_toml(tmp_path):
         "learning_rate = 1e-3\n"
         "search_size = 40\ndetector_train_size = 60\ndetector_epochs = 1\ndetector_learning_rate = 1e-3\n"
         'baselines = ["image", "lid"]\neps_factors = [0.5, 2.0]\nadaptive_sigmas = [0.0, 1.0]\n'
+        "security_eps_factors = []\n"
         '[[attacks]]\nname = "fgsm"\neps = 0.3\n'
         '[[attacks]]\nname = "bim"\neps = 0.2\nparams = { nb_iter = 3 }\n'
     )
@@ -87,6 +89,11 @@ def test_config_replace_keeps_everything_else():
         ({"target_accuracy": 1.5}, r"`target_accuracy` must be in \(0, 1\)"),
         ({"eps_factors": [0.0]}, r"`eps_factors` must be positive numbers"),
         ({"adaptive_sigmas": [-1]}, r"`adaptive_sigmas` must be non-negative"),
+        ({"security_eps_factors": [0]}, r"`security_eps_factors` must be positive numbers"),
+        ({"security_size": 0}, r"`security_size` must be a positive integer"),
+        ({"security_nb_iter": 2.5}, r"`security_nb_iter` must be a positive integer"),
+        ({"security_restarts": 0}, r"`security_restarts` must be a positive integer"),
+        ({"security_transfer": "yes"}, r"`security_transfer` must be true or false"),
         ({"saliency": "lime"}, r"`saliency` must be one of \['gradient'"),
         ({"seed": -1}, r"`seed` must be a non-negative integer"),
         ({"attacks": [{"name": "fgsm", "target_accuracy": 1.2}]}, r"'fgsm': `target_accuracy` must be in"),
@@ -174,6 +181,10 @@ def finished_run(tmp_path_factory):
         eps_factors=[2.0],
         adaptive_sigmas=[0.0, 1.0],
         adaptive_size=20,
+        # The security section: 8 test images attacked (the other 32 calibrate D), 2 steps.
+        security_eps_factors=[1.0],
+        security_size=8,
+        security_nb_iter=2,
     )
     return config, out, run_experiment(config, out, verbose=0)
 
@@ -212,6 +223,27 @@ def test_run_writes_every_output(finished_run):
     assert results["matrices"]["cross_eps"]["fgsm"]["test_labels"] == [f"ε={eps:.3g}", f"ε={2 * eps:.3g}"]
     assert [row["sigma"] for row in results["adaptive"]["rows"]] == [0.0, 1.0]
     assert results["adaptive"]["attack"] == "fgsm"
+    # The security section: both attacks have an L-inf ε; each has the main recipe's two detectors.
+    security = results["security"]
+    assert list(security) == ["fgsm", "bim"]
+    for label, section in security.items():
+        assert section["eps"] == [results["attacks"][label]["eps"]] and section["norm"] == "inf"
+        assert section["n_images"] == 8 and section["n_calibration"] == 32 and section["fpr"] == 0.05
+        assert list(section["detectors"]) == ["saliency", "image"]
+        for kind, row in section["detectors"].items():
+            compared = next(r for r in results["comparison"] if (r["attack"], r["detector"]) == (label, kind))
+            assert row["roc_auc"] == compared["roc_auc"]
+            assert all(r["n"] == 8 and r["low"] <= r["rate"] <= r["high"] for r in row["adaptive"])
+            assert row["unaware"][0]["hits"] <= row["undefended"][0]["hits"]
+            assert [c["name"] for c in row["checks"]] == ["unbounded", "stronger", "transfer"]
+    security_tables = (out / "tables.md").read_text()
+    assert (
+        "## Security: fgsm (L∞, 8 images, 2 steps, 1 restart(s); detectors flag 5% of 32" in security_tables
+    )
+    assert (
+        "## Security: sanity checks" in security_tables
+        and "| fgsm | saliency | transfer |" in security_tables
+    )
     tables = (out / "tables.md").read_text()
     assert "## Table 1: classifier and saliency detector" in tables and "| fgsm | " in tables
     assert "image-only ROC AUC" in tables and "TPR @ 1% / 5% FPR put the threshold" in tables
@@ -221,7 +253,7 @@ def test_run_writes_every_output(finished_run):
     assert pngs == sorted(n for n in results["files"].values() if n.endswith(".png"))
     assert {"cross_attack.png", "roc_fgsm.png", "roc_bim.png", "cross_eps_fgsm.png"} <= set(pngs)
     # The paper's Figure 1 per attack: clean and adversarial images beside D's saliency channel.
-    assert {"saliency_fgsm.png", "saliency_bim.png"} <= set(pngs)
+    assert {"saliency_fgsm.png", "saliency_bim.png", "security.png"} <= set(pngs)
     assert not list(out.glob(".*.tmp"))
 
 
@@ -239,6 +271,7 @@ def test_rerun_reuses_every_cached_step(finished_run, monkeypatch):
     config, out, results = finished_run
     import saliency_detect.attacks as attacks
     import saliency_detect.detector as detector_module
+    import saliency_detect.evaluation as evaluation_module
     import saliency_detect.models as models
 
     def forbidden(*args, **kwargs):
@@ -247,9 +280,11 @@ def test_rerun_reuses_every_cached_step(finished_run, monkeypatch):
     monkeypatch.setattr(models, "train_classifier", forbidden)
     monkeypatch.setattr(attacks, "minimal_epsilon", forbidden)
     monkeypatch.setattr(detector_module.SaliencyDetector, "fit", forbidden)
+    monkeypatch.setattr(evaluation_module, "security_evaluation", forbidden)
     again = run_experiment(config, out, verbose=0)
     assert again["table1"] == results["table1"]
     assert again["matrices"] == results["matrices"]
+    assert again["security"] == results["security"]
     # The record of what each step cost survives the rerun (f was not trained again).
     assert "train_classifier" not in again["timings"]
     assert again["timings_all_invocations"]["train_classifier"] == pytest.approx(
@@ -358,7 +393,9 @@ def test_changed_setting_recomputes_only_what_depends_on_it(finished_run, tmp_pa
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     before = set((copy / "cache" / "detectors").iterdir())
-    changed = config.replace(detector_epochs=2, eps_factors=[], adaptive_sigmas=[], baselines=[])
+    changed = config.replace(
+        detector_epochs=2, eps_factors=[], adaptive_sigmas=[], baselines=[], security_eps_factors=[]
+    )
     results = run_experiment(changed, copy, verbose=0)
     after = set((copy / "cache" / "detectors").iterdir())
     # New saliency detectors only: per attack and recipe (2 x 2), and fgsm's matrix detector at
@@ -414,6 +451,12 @@ def test_reproduce_flags_override_the_config_file(tmp_path):
         )
     )
     assert named.use_pretrained is False and named.detector_recipes == ("paper",)
+    security = ["reproduce", "--security-eps-factors", "none", "--security-size", "50"]
+    quiet = config_from_args(build_parser().parse_args(security))
+    assert quiet.security_eps_factors == () and quiet.security_size == 50
+    assert config_from_args(build_parser().parse_args(["reproduce", "--security-eps-factors", "1,3"])) == (
+        ExperimentConfig(security_eps_factors=(1.0, 3.0))
+    )
     assert named.attacks == load_config("paper-mnist").attacks
 
 
@@ -630,8 +673,10 @@ def test_html_report_renders_in_headless_chromium(finished_run):
     assert len(images) == len(results["files"]) - 3  # every PNG; not results.json, tables.md, report.html
     assert all(done and width > 100 and height > 100 for done, width, height in images), images
     # The paper's Figure 1 per attack (what D sees) is among the figures that loaded.
-    assert {"saliency_fgsm.png", "saliency_bim.png"} <= set(names)
+    assert {"saliency_fgsm.png", "saliency_bim.png", "security.png"} <= set(names)
     assert "Table 1: classifier and saliency detector" in headings
+    assert "Security: sanity checks" in headings
+    assert any(h.startswith("Security: bim (L∞, 8 images") for h in headings)
     assert cell == "fgsm"
     assert screenshot.startswith(b"\x89PNG")
     (out / "report-screenshot.png").write_bytes(screenshot)
@@ -667,6 +712,8 @@ def test_the_full_scale_run_in_the_results_is_the_shipped_paper_config(tmp_path)
     assert dataclasses.replace(recorded, baselines=shipped.baselines) == shipped
     for name in added:
         assert f"`{name}`" in text.split('```toml title="paper-mnist.toml"')[0]
+    # The security section came after the run too: the page says its report has none.
+    assert "security section (the `security_*` keys" in text.split('```toml title="paper-mnist.toml"')[0]
     assert "saliency-detect reproduce --config paper-mnist" in text
 
 

@@ -24,6 +24,11 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _floats_or_none(text: str) -> list[float]:
+    """Comma-separated numbers, or `none` for an empty list."""
+    return [] if text.strip().lower() == "none" else _floats(text)
+
+
 def _attacks(text: str) -> list[dict]:
     """`fgsm,bim=0.1,jsma` -> attack tables; `NAME=EPS` fixes ε, a bare name searches it."""
     specs = []
@@ -154,6 +159,16 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--sigmas", type=_floats, default=None, help="σ of the detector-aware attack (default: 0,0.5,1)"
     )
+    p.add_argument(
+        "--security-eps-factors",
+        type=_floats_or_none,
+        default=None,
+        help="security section: each Lp attack's detectors attacked at its ε times these, or none "
+        "(default: 0.5,1,2)",
+    )
+    p.add_argument(
+        "--security-size", type=positive_int, default=None, help="test images the security section attacks"
+    )
     p.add_argument("--saliency", default=None, help="gradient (default), guided_backprop or deconvnet")
     p.add_argument("--seed", type=random_seed, default=None, help="seed of training and attacks (default: 0)")
     p.add_argument(
@@ -214,6 +229,8 @@ _FLAGS = {
     "baselines": "baselines",
     "eps_factors": "eps_factors",
     "sigmas": "adaptive_sigmas",
+    "security_eps_factors": "security_eps_factors",
+    "security_size": "security_size",
     "saliency": "saliency",
     "seed": "seed",
 }

@@ -7,6 +7,9 @@
   as a `GeneralizationMatrix` with `to_markdown`, `to_csv` and `plot`.
 - `adaptive_success`: which images of an attack on f and its detector (`attacks.joint_pgd`,
   `attacks.detector_aware`) fool f without being flagged.
+- `security_evaluation`: attackers of growing knowledge (PGD on f alone, the joint attack
+  on f and D) over a range of ε for several detectors, with the sanity checks (unbounded
+  ε, more steps, transfer from a surrogate), as `SecurityEvaluation`s.
 
 The baselines (`KernelDensityDetector`, `LIDDetector`, `MahalanobisDetector`,
 `FeatureSqueezingDetector`, and `SaliencyDetector` with `input_mode="image"`) live in
@@ -20,15 +23,25 @@ from saliency_detect.evaluation._report import (
     detection_report,
     detection_table,
 )
-from saliency_detect.evaluation._security import adaptive_success
+from saliency_detect.evaluation._security import (
+    SanityCheck,
+    SecurityEvaluation,
+    adaptive_success,
+    rate_interval,
+    security_evaluation,
+)
 
 __all__ = [
     "METRICS",
     "DetectionReport",
     "GeneralizationMatrix",
+    "SanityCheck",
+    "SecurityEvaluation",
     "adaptive_success",
     "changed_images",
     "detection_report",
     "detection_table",
     "generalization_matrix",
+    "rate_interval",
+    "security_evaluation",
 ]

@@ -149,6 +149,19 @@ class ExperimentConfig(_ConfigMethods):
         adaptive_sigmas: σ values of the detector-aware attack (Metzen et al.) run against
             the first L-infinity attack's detector (empty: none).
         adaptive_size: test images attacked by the detector-aware attack.
+        security_eps_factors: the security section (`evaluation.security_evaluation`):
+            for every attack with an L∞ or L2 ε, each of its detectors (the main
+            recipe's saliency and image-only detectors and the feature-space baselines),
+            calibrated to flag 5% of held-out clean test images, faces PGD on f alone
+            and the joint attack on f and D at the attack's ε times each factor
+            (empty: no security section).
+        security_size: test images the security section attacks (at most half the
+            test images; the others calibrate the detectors).
+        security_nb_iter: steps of the security section's attacks.
+        security_restarts: random restarts of its joint attack.
+        security_transfer: also run the transfer sanity check: a surrogate of each
+            detector (same parameters, seed + 1, fitted on the second half of its
+            training pairs) attacked in its place.
         seed: the seed of training, attacks and splits.
     """
 
@@ -175,6 +188,11 @@ class ExperimentConfig(_ConfigMethods):
     eps_factors: tuple[float, ...] = ()
     adaptive_sigmas: tuple[float, ...] = (0.0, 0.5, 1.0)
     adaptive_size: int = 200
+    security_eps_factors: tuple[float, ...] = (0.5, 1.0, 2.0)
+    security_size: int = 200
+    security_nb_iter: int = 40
+    security_restarts: int = 1
+    security_transfer: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -195,7 +213,7 @@ def _from_dict(cls, values: Mapping[str, Any]):
 def _to_dict(config) -> dict[str, Any]:
     out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     out["attacks"] = [a.to_dict() for a in config.attacks]
-    for key in ("baselines", "eps_factors", "adaptive_sigmas", "detector_recipes"):
+    for key in ("baselines", "eps_factors", "adaptive_sigmas", "security_eps_factors", "detector_recipes"):
         if key in out:
             out[key] = list(out[key])
     return out
@@ -280,7 +298,8 @@ def demo_config() -> ExperimentConfig:
     (searched on 500 test images), and JSMA; per attack a saliency detector and the
     image-only detector beside it, both with the converging recipe, fitted on 3,000 clean
     training images and their adversarial twins and tested on 1,000 test images; no
-    feature-space baselines and no adaptive attack (`reproduce` runs those).
+    feature-space baselines, no adaptive attack and no security section (`reproduce`
+    runs those).
 
     Examples:
         >>> from saliency_detect.experiments import demo_config
@@ -300,6 +319,7 @@ def demo_config() -> ExperimentConfig:
         ),
         baselines=("image",),
         adaptive_sigmas=(),
+        security_eps_factors=(),
     )
 
 
@@ -421,7 +441,7 @@ def _validate_common(config) -> None:
 
     # Accept lists and attack tables as given to the constructor; store tuples of AttackSpec.
     object.__setattr__(config, "attacks", tuple(_attack_spec(a) for a in _as_list(config.attacks, "attacks")))
-    for key in ("baselines", "eps_factors", "adaptive_sigmas", "detector_recipes"):
+    for key in ("baselines", "eps_factors", "adaptive_sigmas", "security_eps_factors", "detector_recipes"):
         if hasattr(config, key):
             object.__setattr__(config, key, tuple(_as_list(getattr(config, key), key)))
     if not isinstance(config.dataset, str) or not config.dataset:
@@ -483,7 +503,8 @@ def _validate(config: ExperimentConfig) -> None:
     _validate_common(config)
     _check_optional_size(config, "detector_train_size")
     _check_optional_size(config, "detector_epochs")
-    for name in ("search_size", "detector_batch_size", "adaptive_size"):
+    for name in ("search_size", "detector_batch_size", "adaptive_size", "security_size", "security_nb_iter",
+                 "security_restarts"):  # fmt: skip
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be a positive integer. Received: {value!r}")
@@ -505,6 +526,12 @@ def _validate(config: ExperimentConfig) -> None:
         raise ValueError(f"Unknown baseline(s) {unknown} in `baselines`. Valid baselines: {list(BASELINES)}")
     if not all(_positive_number(v) for v in config.eps_factors):
         raise ValueError(f"`eps_factors` must be positive numbers. Received: {list(config.eps_factors)}")
+    if not all(_positive_number(v) for v in config.security_eps_factors):
+        raise ValueError(
+            f"`security_eps_factors` must be positive numbers. Received: {list(config.security_eps_factors)}"
+        )
+    if not isinstance(config.security_transfer, bool):
+        raise ValueError(f"`security_transfer` must be true or false. Received: {config.security_transfer!r}")
     if not all(v == 0 or _positive_number(v) for v in config.adaptive_sigmas):
         raise ValueError(
             f"`adaptive_sigmas` must be non-negative numbers. Received: {list(config.adaptive_sigmas)}"

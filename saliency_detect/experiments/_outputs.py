@@ -29,6 +29,21 @@ _TABLE1_COLUMNS = (
     ("tpr_at_1_fpr", "TPR @ 1% FPR"),
     ("tpr_at_5_fpr", "TPR @ 5% FPR"),
 )
+SECURITY_NOTE = (
+    "Attack success: f fooled and the detector silent (rate, 95% Wilson interval). 'none': PGD on f "
+    "with no detector; 'PGD on f': the same images judged by f and the detector (the attacker does not "
+    "know it); 'joint': the joint attack on f and the detector (joint_pgd, best of its sum and selective "
+    "modes). ROC AUC and TPR columns: the detector against the attack's own test set, without adaptation."
+)
+SANITY_NOTE = (
+    "A failed check means the evaluation, not the detector, is in doubt (Carlini et al. 2019). "
+    "unbounded: ε the whole pixel range (the joint attack as at every ε, and from the clean images "
+    "with the middle ε's step and twice the steps); its success must not be significantly below 95% "
+    "(exact binomial test). stronger: twice the steps and one more restart must not lower success. "
+    "transfer: the joint attack on a surrogate detector (seed + 1, the second half of the training "
+    "pairs), judged by the real one, must not beat white-box. For these two, p is the one-sided exact "
+    "McNemar test over the paired images. p < 0.05 fails."
+)
 _IMAGE_ONLY_COLUMNS = (
     ("d_accuracy_clean", "image-only D acc. clean"),
     ("d_accuracy_adversarial", "image-only D acc. adv."),
@@ -113,12 +128,51 @@ def saliency_grid_png(label: str, x, saliency, x_adv, saliency_adv) -> bytes:
     return _figure_png(draw, size=(6.5, 1.35 * len(x) + 0.6))
 
 
+def _security_png(security: dict[str, Any]) -> bytes:
+    """The security section's plot: success against ε, a panel per attack, a colour per detector.
+
+    Solid lines: the joint attack on f and the detector; dashed: PGD on f alone judged by
+    f and the detector; black: PGD on f with no detector. Bars: 95% Wilson intervals.
+    """
+
+    def draw(fig):
+        axes = fig.subplots(1, len(security), squeeze=False)[0]
+        for ax, (label, section) in zip(axes, security.items(), strict=True):
+            eps = section["eps"]
+            rows = section["detectors"]
+            first = next(iter(rows.values()))
+            _interval_line(ax, eps, first["undefended"], color="black", label="no detector (PGD on f)")
+            for i, (kind, row) in enumerate(rows.items()):
+                color = f"C{i}"
+                _interval_line(ax, eps, row["adaptive"], color=color, label=f"{kind}: joint attack")
+                _interval_line(
+                    ax, eps, row["unaware"], color=color, linestyle="--", label=f"{kind}: PGD on f"
+                )
+            norm = "L∞" if section["norm"] == "inf" else "L2"
+            ax.set_xlabel(f"ε ({norm})")
+            ax.set_ylabel("attack success (f fooled, not flagged)")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(f"{label} ({section['n_images']} images)")
+        axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7)
+        fig.suptitle(f"Security: detectors at {section['fpr']:.0%} clean FPR")
+
+    return _figure_png(draw, size=(4.2 * len(security) + 2.5, 3.8))
+
+
+def _interval_line(ax, eps, rates, **style) -> None:
+    values = np.array([r["rate"] for r in rates])
+    errors = np.array([[r["rate"] - r["low"] for r in rates], [r["high"] - r["rate"] for r in rates]])
+    ax.errorbar(eps, values, yerr=errors, marker="o", markersize=3, capsize=2, linewidth=1.2, **style)
+
+
 def _figures(results: dict[str, Any]) -> dict[str, bytes]:
     figures = {"cross_attack.png": _matrix_png(results["matrices"]["cross_attack"])}
     for label, matrix in results["matrices"]["cross_eps"].items():
         figures[f"cross_eps_{_safe(label)}.png"] = _matrix_png(matrix)
     for label, curves in results["roc"].items():
         figures[f"roc_{_safe(label)}.png"] = _roc_png(label, curves)
+    if results.get("security"):
+        figures["security.png"] = _security_png(results["security"])
     return figures
 
 
@@ -293,6 +347,7 @@ def _detection_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
                 ],
             )
         )
+    sections += _security_sections(results.get("security") or {})
     adaptive = results.get("adaptive")
     if adaptive:
         sections.append(
@@ -309,6 +364,51 @@ def _detection_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
     return sections
 
 
+def _rate_text(rate: dict[str, Any]) -> str:
+    return f"{rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}]"
+
+
+def _security_sections(security: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """A table per attack (success of each attacker at each ε) and one of the sanity checks."""
+    sections, checks = [], []
+    for label, section in security.items():
+        norm = "L∞" if section["norm"] == "inf" else "L2"
+        eps = [f"{e:.3g}" for e in section["eps"]]
+        header = ["detector", "ROC AUC", "TPR @ 1% FPR", "TPR @ 5% FPR"]
+        header += [f"{kind} ε={e}" for e in eps for kind in ("PGD on f", "joint")]
+        first = next(iter(section["detectors"].values()))
+        rows = [["none", "—", "—", "—", *(t for r in first["undefended"] for t in (_rate_text(r), "—"))]]
+        for kind, row in section["detectors"].items():
+            pairs = zip(row["unaware"], row["adaptive"], strict=True)
+            rows.append(
+                [
+                    kind,
+                    *(_number(row.get(k)) for k in ("roc_auc", "tpr_at_1_fpr", "tpr_at_5_fpr")),
+                    *(_rate_text(r) for pair in pairs for r in pair),
+                ]
+            )
+            for c in row["checks"]:
+                reference = f"{c['reference']:.3f}"
+                p = f"{c['p_value']:.3g}"
+                verdict = "passed" if c["passed"] else "FAILED"
+                checks.append(
+                    [label, kind, c["name"], f"{c['eps']:.3g}", f"{c['value']:.3f}", reference, p, verdict]
+                )
+        sections.append(
+            (
+                f"Security: {label} ({norm}, {section['n_images']} images, {section['nb_iter']} steps, "
+                f"{section['restarts']} restart(s); detectors flag {section['fpr']:.0%} of "
+                f"{section['n_calibration']} held-out clean images)",
+                header,
+                rows,
+            )
+        )
+    if checks:
+        header = ["attack", "detector", "check", "ε", "success", "compared with", "p", "verdict"]
+        sections.append(("Security: sanity checks", header, checks))
+    return sections
+
+
 def _notes(results: dict[str, Any], title: str) -> list[str]:
     """Text printed under a table: which threshold its columns use."""
     from saliency_detect.evaluation._report import THRESHOLD_NOTE
@@ -317,6 +417,10 @@ def _notes(results: dict[str, Any], title: str) -> list[str]:
         title.startswith("Table 1") or title == "Detectors compared"
     ):
         return [THRESHOLD_NOTE]
+    if title.startswith("Security: sanity"):
+        return [SANITY_NOTE]
+    if title.startswith("Security"):
+        return [SECURITY_NOTE]
     return []
 
 

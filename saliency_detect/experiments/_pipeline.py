@@ -8,6 +8,7 @@ for the cross-ε matrix) and the baselines; then the reports (`_outputs.write_ou
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -204,6 +205,7 @@ def _experiment(run) -> dict[str, Any]:
     matrix_detectors: dict[str, Any] = {}
     grids: dict[str, bytes] = {}
     matrix_test: dict[str, np.ndarray] = {}
+    security_jobs: dict[str, dict[str, Any]] = {}
     main_recipe = config.detector_recipes[0]
     for spec in config.attacks:
         label = spec.display
@@ -241,10 +243,10 @@ def _experiment(run) -> dict[str, Any]:
         for recipe in config.detector_recipes:
             kind = _kind("saliency", recipe, main_recipe)
             fitted[kind] = _saliency_detector(run, f, d_clean, d_adv, "image+saliency", spec, eps, recipe)
-        scored = {}
+        scored, baseline_detectors = {}, {}
         for baseline in config.baselines:
             if baseline != "image":  # feature-space baselines: fitted, scored and cached as scores
-                scored[baseline] = _feature_baseline(
+                *scored[baseline], baseline_detectors[baseline] = _feature_baseline(
                     run, f, baseline, d_clean, d_adv, spec, eps, (x_test, y_test, adv_test.x_adv)
                 )
                 continue
@@ -273,6 +275,17 @@ def _experiment(run) -> dict[str, Any]:
                 f"[{label}] {kind}: D accuracy clean {report['d_accuracy_clean']:.3f}, "
                 f"adversarial {report['d_accuracy_adversarial']:.3f}, ROC AUC {report['roc_auc']:.3f}"
             )
+        norm = _attack_norm(spec)
+        if config.security_eps_factors and eps is not None and norm is not None:
+            security_jobs[label] = {
+                "spec": spec,
+                "eps": eps,
+                "norm": norm,
+                "pairs": (d_clean, d_adv),
+                "detectors": {kind: fitted[kind] for kind in ("saliency", "image") if kind in fitted},
+                "baselines": baseline_detectors,
+                "reports": {kind: report for kind, (report, _) in {**evaluated, **scored}.items()},
+            }
 
     matrices = {"cross_attack": _cross_attack(run, matrix_detectors, x_test, matrix_test).to_dict()}
     cross_eps = {}
@@ -283,6 +296,7 @@ def _experiment(run) -> dict[str, Any]:
                 cross_eps[spec.display] = _cross_eps(run, f, spec, eps, dataset).to_dict()
     matrices["cross_eps"] = cross_eps
     adaptive = _adaptive(run, f, detectors, attacks, x_test, y_test)
+    security = _security(run, f, security_jobs, x_test, y_test)
 
     results = {
         "experiment": "detection",
@@ -295,6 +309,7 @@ def _experiment(run) -> dict[str, Any]:
         "matrices": matrices,
         "roc": roc,
         "adaptive": adaptive,
+        "security": security,
         "timings": {},
         "files": {},
     }
@@ -574,25 +589,32 @@ def _saliency_detector(run: _Run, f, x_clean, x_adv, input_mode: str, spec: Atta
     return detector
 
 
+def _baseline(f, kind: str, seed: int):
+    """An unfitted feature-space baseline of the config's `baselines` (all but `"image"`)."""
+    from saliency_detect import detector as detectors
+
+    if kind == "feature_squeezing":  # thresholded on clean images at 5% FPR, as its paper
+        return detectors.FeatureSqueezingDetector(f)
+    classes = {
+        "kernel_density": detectors.KernelDensityDetector,
+        "lid": detectors.LIDDetector,
+        "mahalanobis": detectors.MahalanobisDetector,
+    }
+    return classes[kind](f, random_state=seed)
+
+
 def _feature_baseline(run: _Run, f, kind: str, x_clean, x_adv, spec: AttackSpec, eps, test) -> tuple:
     """Fit a feature-space baseline (KD+BU, LID, Mahalanobis, feature squeezing) and score the test pairs.
 
     These detectors are scikit-learn pipelines over f's features, not Keras models, so
     what is cached is their report and ROC curve: a resumed run does not refit them.
+    Returns `(report, roc_curve, detector)`, the detector None when the scores came
+    from the cache.
     """
-    from saliency_detect import detector as detectors
     from saliency_detect.models import model_fingerprint
 
     x_test, y_test, x_test_adv = test
-    if kind == "feature_squeezing":  # thresholded on clean images at 5% FPR, as its paper
-        detector = detectors.FeatureSqueezingDetector(f)
-    else:
-        classes = {
-            "kernel_density": detectors.KernelDensityDetector,
-            "lid": detectors.LIDDetector,
-            "mahalanobis": detectors.MahalanobisDetector,
-        }
-        detector = classes[kind](f, random_state=run.config.seed)
+    detector = _baseline(f, kind, run.config.seed)
     params = {k: v for k, v in detector.get_params().items() if k != "classifier"}
     key = _digest(
         kind,
@@ -607,12 +629,12 @@ def _feature_baseline(run: _Run, f, kind: str, x_clean, x_adv, spec: AttackSpec,
     cached = _cached_json(path, lambda c: (dict(c["report"]), c["roc"]))
     if cached is not None:
         run.log(f"[{spec.display}] reusing the {kind} baseline's scores {path.name}")
-        return cached
+        return (*cached, None)
     run.log(f"[{spec.display}] fitting the {kind} baseline on {len(x_clean)} + {len(x_adv)} images")
     run.timed(f"detector/{spec.display}/{kind}", lambda: detector.fit(x_clean, x_adv))
     report, curve = _evaluate(run, f, detector, x_test, y_test, x_test_adv, spec.display)
     atomic_write_text(path, json.dumps({"report": report, "roc": curve}, indent=1))
-    return report, curve
+    return report, curve, detector
 
 
 def _evaluate(run: _Run, f, detector, x_test, y_test, x_adv, label: str):
@@ -676,3 +698,131 @@ def _adaptive(run: _Run, f, detectors, attacks, x_test, y_test) -> dict[str, Any
             }
         )
     return {"attack": target, "eps": eps, "n_images": n, "rows": rows}
+
+
+#: The clean false-positive rate every detector is calibrated to in the security section.
+_SECURITY_FPR = 0.05
+
+
+def _attack_norm(spec: AttackSpec) -> float | None:
+    """The norm of an attack's ε (np.inf or 2), or None for attacks without an Lp ball."""
+    from saliency_detect.attacks._common import check_norm
+
+    if spec.name in _LINF_ATTACKS:
+        return check_norm(spec.params.get("norm", np.inf))
+    return 2.0 if spec.name == "iterative_l2" else None
+
+
+def _security(run: _Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> dict[str, Any] | None:
+    """The security section: each detector of each Lp attack against PGD on f and the joint attack.
+
+    The first `security_size` test images (at most half) are attacked; the rest
+    calibrate every detector (a copy: the fitted detectors keep their thresholds) to
+    flag `_SECURITY_FPR` of them. Each (attack, detector) result is cached on its own,
+    so an interrupted section resumes per detector.
+    """
+    import copy
+
+    from sklearn.base import clone
+
+    from saliency_detect.evaluation import SecurityEvaluation, security_evaluation
+    from saliency_detect.models import model_fingerprint
+
+    config = run.config
+    if not jobs:
+        return None
+    n = min(config.security_size, len(x_test) // 2)
+    x, y, x_calibration = x_test[:n], y_test[:n], x_test[n:]
+    if len(x_calibration) < round(1 / _SECURITY_FPR):
+        run.log(f"[security] skipped: {len(x_test)} test images leave too few to calibrate at 5% FPR")
+        return None
+    settings = {
+        "factors": list(config.security_eps_factors),
+        "n": n,
+        "nb_iter": config.security_nb_iter,
+        "restarts": config.security_restarts,
+        "transfer": config.security_transfer,
+        "seed": config.seed,
+        "fpr": _SECURITY_FPR,
+        "test_size": len(x_test),
+    }
+    section = {}
+    for label, job in jobs.items():
+        spec, eps, norm = job["spec"], job["eps"], job["norm"]
+        d_clean, d_adv = job["pairs"]
+        eps_values = [float(eps) * factor for factor in config.security_eps_factors]
+        rows = {}
+        kinds = {**job["detectors"], **job["baselines"]}
+        for kind, detector in kinds.items():
+            # The detector's parameters, defaults included: a changed detector is attacked again.
+            params = (detector or _baseline(f, kind, config.seed)).get_params()
+            params = {
+                k: v for k, v in params.items() if k not in ("classifier", "detector", "strategy", "verbose")
+            }
+            key = _digest(
+                settings,
+                kind,
+                params,
+                spec.name,
+                _attack_params(run, spec, eps),
+                model_fingerprint(f),
+                len(d_clean),
+            )
+            path = run.cache / "security" / f"{_safe(label)}-{_safe(kind)}-{key}.json"
+            cached = _cached_json(path, SecurityEvaluation.from_dict)
+            if cached is None:
+                if detector is None:  # a baseline whose scores came from the cache: fit it again
+                    run.log(f"[security] {label}: fitting the {kind} baseline again")
+                    detector = _baseline(f, kind, config.seed).fit(d_clean, d_adv)
+                detector = copy.copy(detector).calibrate(x_calibration, fpr=_SECURITY_FPR)
+                surrogates = {}
+                if config.security_transfer:
+                    surrogate = clone(detector)
+                    if "random_state" in surrogate.get_params():
+                        surrogate.set_params(random_state=config.seed + 1)
+                    half = len(d_clean) // 2
+                    run.log(
+                        f"[security] {label}: fitting the {kind} surrogate on {len(d_clean) - half} pairs"
+                    )
+                    surrogates[kind] = surrogate.fit(d_clean[half:], d_adv[half:]).calibrate(
+                        x_calibration, fpr=_SECURITY_FPR
+                    )
+                run.log(f"[security] {label}: attacking f and the {kind} detector at ε {eps_values}")
+                evaluate = functools.partial(
+                    security_evaluation,
+                    f,
+                    {kind: detector},
+                    x,
+                    y,
+                    eps=eps_values,
+                    norm=norm,
+                    random_state=config.seed,
+                    nb_iter=config.security_nb_iter,
+                    restarts=config.security_restarts,
+                    surrogates=surrogates,
+                    verbose=int(run.verbose == 1),
+                )
+                cached = run.timed(f"security/{label}/{kind}", evaluate)[kind]
+                atomic_write_text(path, json.dumps(cached.to_dict(), indent=1))
+            for check in cached.checks:
+                state = "passed" if check.passed else "FAILED"
+                run.log(
+                    f"[security] {label} / {kind}: sanity check {check.name} {state}: {check.value:.3f} "
+                    f"against {check.reference:.3f}, p = {check.p_value:.3g} ({check.description})"
+                )
+            report = job["reports"][kind]
+            rows[kind] = {
+                **{k: report.get(k) for k in ("roc_auc", "tpr_at_1_fpr", "tpr_at_5_fpr")},
+                **cached.to_dict(),
+            }
+        section[label] = {
+            "eps": eps_values,
+            "norm": "inf" if norm == np.inf else int(norm),
+            "n_images": n,
+            "n_calibration": len(x_calibration),
+            "fpr": _SECURITY_FPR,
+            "nb_iter": config.security_nb_iter,
+            "restarts": config.security_restarts,
+            "detectors": rows,
+        }
+    return section
