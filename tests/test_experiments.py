@@ -947,3 +947,54 @@ def test_quiet_and_verbose_exclude_each_other(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--quiet", "--verbose"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_security_attacks_detectors_of_attacks_without_a_ball_in_the_first_linf_attacks(
+    tmp_path, monkeypatch
+):
+    """JSMA's detector is attacked at the first L-inf attack's budgets (an L2 attack comes first)."""
+    import saliency_detect.evaluation as evaluation
+    from saliency_detect.detector import FeatureSqueezingDetector
+    from saliency_detect.evaluation import SecurityEvaluation
+    from saliency_detect.experiments import _pipeline
+    from saliency_detect.experiments._outputs import _security_sections
+    from saliency_detect.models import mnist_net_f
+
+    calls = []
+
+    def fake_evaluation(f, detectors, x, y, *, eps, norm, **kwargs):
+        calls.append((list(detectors), list(eps), norm, kwargs["surrogates"]))
+        rate = {"rate": 0.0, "low": 0.0, "high": 0.1, "hits": 0, "n": len(x)}
+        rates = (rate,) * len(eps)
+        return {name: SecurityEvaluation(tuple(eps), norm, rates, rates, rates) for name in detectors}
+
+    monkeypatch.setattr(evaluation, "security_evaluation", fake_evaluation)
+    f = mnist_net_f()
+    x = np.random.default_rng(0).random((60, 28, 28, 1), dtype=np.float32)
+    y = np.arange(60) % 10
+    config = tiny_config(security_eps_factors=[0.5, 1.0], security_size=8, security_transfer=False)
+
+    def job(name, eps, norm):
+        return {
+            "spec": AttackSpec(name), "attack_eps": eps, "eps": eps, "norm": norm,
+            "pairs": (x[:20], x[20:40]), "detectors": {},
+            "baselines": {"feature_squeezing": FeatureSqueezingDetector(f).fit(x[:20])},
+            "reports": {"feature_squeezing": {"roc_auc": 0.5, "tpr_at_1_fpr": 0.0, "tpr_at_5_fpr": 0.1}},
+        }  # fmt: skip
+
+    jobs = {
+        "iterative_l2": job("iterative_l2", 1.0, 2.0),
+        "jsma": job("jsma", None, None),
+        "bim": job("bim", 0.2, np.inf),
+    }
+    section = _pipeline._security(_pipeline._Run(config, tmp_path, verbose=0), f, jobs, x, y)
+    assert list(section) == ["iterative_l2", "jsma", "bim"]
+    assert section["jsma"]["eps_from"] == "bim" and section["jsma"]["norm"] == "inf"
+    assert section["jsma"]["eps"] == [0.1, 0.2] and section["iterative_l2"]["eps"] == [0.5, 1.0]
+    assert [(c[1], c[2]) for c in calls] == [([0.5, 1.0], 2.0), ([0.1, 0.2], np.inf), ([0.1, 0.2], np.inf)]
+    assert section["bim"]["n_images"] == 8 and section["bim"]["n_calibration"] == 52
+    titles = [title for title, _, _ in _security_sections(section)]
+    assert titles[1].startswith("Security: jsma (L∞ at bim's ε, 8 images") and "sanity" not in titles[-1]
+    # With no attack that has a ball, there is nothing to borrow: the section is left out.
+    assert _pipeline._security(_pipeline._Run(config, tmp_path / "b", verbose=0), f,
+                               {"jsma": job("jsma", None, None)}, x, y) is None  # fmt: skip

@@ -150,11 +150,11 @@ class ExperimentConfig(_ConfigMethods):
             the first L-infinity attack's detector (empty: none).
         adaptive_size: test images attacked by the detector-aware attack.
         security_eps_factors: the security section (`evaluation.security_evaluation`):
-            for every attack with an L∞ or L2 ε, each of its detectors (the main
-            recipe's saliency and image-only detectors and the feature-space baselines),
-            calibrated to flag 5% of held-out clean test images, faces PGD on f alone
-            and the joint attack on f and D at the attack's ε times each factor
-            (empty: no security section).
+            for every attack, each of its detectors (the main recipe's saliency and
+            image-only detectors and the feature-space baselines), calibrated to flag 5%
+            of held-out clean test images, faces PGD on f alone and the joint attack on
+            f and D at the attack's ε times each factor (attacks without an L∞ or L2 ε,
+            such as JSMA: the first L∞ attack's ε) (empty: no security section).
         security_size: test images the security section attacks (at most half the
             test images; the others calibrate the detectors).
         security_nb_iter: steps of the security section's attacks.

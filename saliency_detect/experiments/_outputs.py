@@ -373,6 +373,8 @@ def _security_sections(security: dict[str, Any]) -> list[tuple[str, list[str], l
     sections, checks = [], []
     for label, section in security.items():
         norm = "L∞" if section["norm"] == "inf" else "L2"
+        if section.get("eps_from", label) != label:  # an attack without an Lp ball borrows one
+            norm += f" at {section['eps_from']}'s ε"
         eps = [f"{e:.3g}" for e in section["eps"]]
         header = ["detector", "ROC AUC", "TPR @ 1% FPR", "TPR @ 5% FPR"]
         header += [f"{kind} ε={e}" for e in eps for kind in ("PGD on f", "joint")]

@@ -275,11 +275,12 @@ def _experiment(run) -> dict[str, Any]:
                 f"[{label}] {kind}: D accuracy clean {report['d_accuracy_clean']:.3f}, "
                 f"adversarial {report['d_accuracy_adversarial']:.3f}, ROC AUC {report['roc_auc']:.3f}"
             )
-        norm = _attack_norm(spec)
-        if config.security_eps_factors and eps is not None and norm is not None:
+        if config.security_eps_factors:
+            norm = _attack_norm(spec) if eps is not None else None
             security_jobs[label] = {
                 "spec": spec,
-                "eps": eps,
+                "attack_eps": eps,
+                "eps": eps if norm is not None else None,
                 "norm": norm,
                 "pairs": (d_clean, d_adv),
                 "detectors": {kind: fitted[kind] for kind in ("saliency", "image") if kind in fitted},
@@ -714,12 +715,13 @@ def _attack_norm(spec: AttackSpec) -> float | None:
 
 
 def _security(run: _Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> dict[str, Any] | None:
-    """The security section: each detector of each Lp attack against PGD on f and the joint attack.
+    """The security section: each detector of each attack against PGD on f and the joint attack.
 
-    The first `security_size` test images (at most half) are attacked; the rest
-    calibrate every detector (a copy: the fitted detectors keep their thresholds) to
-    flag `_SECURITY_FPR` of them. Each (attack, detector) result is cached on its own,
-    so an interrupted section resumes per detector.
+    Attacks with an L∞ or L2 ε are attacked at multiples of it, the others at the first
+    L∞ attack's (else the first L2 one's). The first `security_size` test images (at
+    most half) are attacked; the rest calibrate every detector (a copy: the fitted
+    detectors keep their thresholds) to flag `_SECURITY_FPR` of them. Each (attack,
+    detector) result is cached on its own, so an interrupted section resumes per detector.
     """
     import copy
 
@@ -729,6 +731,18 @@ def _security(run: _Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> 
     from saliency_detect.models import model_fingerprint
 
     config = run.config
+    # Attacks without an Lp ball (JSMA, C&W, Pixel Attack): their detectors face the joint
+    # attack at the budgets of the first L-inf attack (else the first L2 one).
+    with_ball = [label for label, job in jobs.items() if job["norm"] is not None]
+    reference = next((label for label in with_ball if jobs[label]["norm"] == np.inf), None)
+    reference = reference or next(iter(with_ball), None)
+    for label, job in list(jobs.items()):
+        if job["norm"] is None:
+            if reference is None:
+                run.log(f"[security] {label}: skipped (no attack of the config has an L∞ or L2 ε to borrow)")
+                del jobs[label]
+            else:
+                job.update(eps=jobs[reference]["eps"], norm=jobs[reference]["norm"], eps_from=reference)
     if not jobs:
         return None
     n = min(config.security_size, len(x_test) // 2)
@@ -764,7 +778,9 @@ def _security(run: _Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> 
                 kind,
                 params,
                 spec.name,
-                _attack_params(run, spec, eps),
+                _attack_params(run, spec, job["attack_eps"]),
+                eps_values,
+                str(norm),
                 model_fingerprint(f),
                 len(d_clean),
             )
@@ -817,6 +833,7 @@ def _security(run: _Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> 
             }
         section[label] = {
             "eps": eps_values,
+            "eps_from": job.get("eps_from", label),
             "norm": "inf" if norm == np.inf else int(norm),
             "n_images": n,
             "n_calibration": len(x_calibration),
