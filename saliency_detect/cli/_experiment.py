@@ -101,28 +101,13 @@ def add_parser(subparsers) -> None:
         help="a .toml or .json config (a results.json reruns that run), or a shipped config by name: "
         "paper-mnist, paper-cifar10",
     )
-    p.add_argument(
-        "--dataset", default=None, help="mnist, mnist-sample, cifar10 or folder:PATH (default: mnist)"
-    )
-    p.add_argument("--data-dir", default=None, help="folder to look for the data set's file in first")
-    p.add_argument(
-        "--model", default=None, help="a trained classifier (.keras) to use instead of training one"
-    )
-    p.add_argument("--architecture", default=None, help="zoo classifier to train (default: the paper's)")
-    p.add_argument(
-        "--attacks",
-        type=_attacks,
-        default=None,
-        help="comma-separated; NAME=EPS fixes ε (default: fgsm,bim,iterative_l2,jsma, ε searched)",
-    )
-    p.add_argument(
-        "--out", default=None, type=output_folder, help="report folder (default: reproduce-DATASET)"
-    )
-    p.add_argument(
-        "--epochs", type=positive_int, default=None, help="classifier epochs (default: the paper's)"
-    )
-    p.add_argument(
-        "--train-size", type=positive_int, default=None, help="classifier training images (default: all)"
+    _add_shared_arguments(
+        p,
+        dataset="mnist, mnist-sample, cifar10 or folder:PATH (default: mnist)",
+        architecture="the paper's for the data set",
+        attacks="comma-separated; NAME=EPS fixes ε (default: fgsm,bim,iterative_l2,jsma, ε searched)",
+        out="reproduce-DATASET",
+        seed="seed of training and attacks (default: 0)",
     )
     p.add_argument("--test-size", type=positive_int, default=None, help="test images (default: all)")
     p.add_argument(
@@ -163,26 +148,21 @@ def add_parser(subparsers) -> None:
         "--security-eps-factors",
         type=_floats_or_none,
         default=None,
-        help="security section: each Lp attack's detectors attacked at its ε times these, or none "
-        "(default: 0.5,1,2)",
+        help="security section: each attack's detectors attacked at its ε (JSMA, C&W: the first L∞ "
+        "attack's) times these, or none (default: 0.5,1,2)",
     )
     p.add_argument(
         "--security-size", type=positive_int, default=None, help="test images the security section attacks"
     )
     p.add_argument("--saliency", default=None, help="gradient (default), guided_backprop or deconvnet")
-    p.add_argument("--seed", type=random_seed, default=None, help="seed of training and attacks (default: 0)")
-    p.add_argument(
-        "--retrain", action="store_true", help="train the classifier here even when a pretrained one fits"
-    )
-    _add_verbosity(p)
-    add_strategy_argument(p)
     p.set_defaults(run=run_reproduce)
 
     e = subparsers.add_parser(
         "explain",
         help="the attention paper's analysis: saliency and Grad-CAM of clean vs adversarial images",
         description=(
-            "Train or load a classifier (default: ResNet-20 on CIFAR-10), attack test images "
+            "Load the pretrained classifier (default: ResNet-20 on CIFAR-10), a given one, or train "
+            "one; attack test images "
             "(default: Pixel Attack with 3 pixels and PGD at 8/255), and compare guided-backprop "
             "saliency and Grad-CAM of clean and adversarial images: figure grids and a table of "
             "measures with 95%% confidence intervals beside a random-pixel control. Writes "
@@ -190,31 +170,55 @@ def add_parser(subparsers) -> None:
         ),
     )
     e.add_argument("--config", default=None, help="a .toml or .json config (a results.json reruns that run)")
-    e.add_argument("--dataset", default=None, help="cifar10 (default), mnist, mnist-sample or folder:PATH")
-    e.add_argument("--data-dir", default=None, help="folder to look for the data set's file in first")
-    e.add_argument("--model", default=None, help="a trained classifier (.keras); default: train one")
-    e.add_argument("--architecture", default=None, help="zoo classifier to train (default: resnet20)")
-    e.add_argument("--attacks", type=_attacks, default=None, help="comma-separated NAME or NAME=EPS")
+    _add_shared_arguments(
+        e,
+        dataset="cifar10 (default), mnist, mnist-sample or folder:PATH",
+        architecture="resnet20",
+        attacks="comma-separated NAME or NAME=EPS (default: pixel_attack,pgd=8/255)",
+        out="explain-DATASET",
+        seed="seed of training, attacks and the control (default: 0)",
+    )
     e.add_argument(
         "--n-images", type=positive_int, default=None, help="test images attacked and analysed (default: 500)"
     )
-    e.add_argument(
-        "--epochs", type=positive_int, default=None, help="classifier epochs (default: the paper's)"
-    )
-    e.add_argument(
-        "--train-size", type=positive_int, default=None, help="classifier training images (default: all)"
-    )
-    e.add_argument("--seed", type=random_seed, default=None, help="seed of training, attacks and the control")
-    e.add_argument("--out", default=None, type=output_folder, help="report folder (default: explain-DATASET)")
-    e.add_argument(
-        "--retrain", action="store_true", help="train the classifier here even when a pretrained one fits"
-    )
-    _add_verbosity(e)
-    add_strategy_argument(e)
     e.set_defaults(run=run_explain)
 
 
-_FLAGS = {
+def _add_shared_arguments(
+    parser, *, dataset: str, architecture: str, attacks: str, out: str, seed: str
+) -> None:
+    """Declare the flags `reproduce` and `explain` share (`_SHARED_FLAGS`), with each one's defaults."""
+    parser.add_argument("--dataset", default=None, help=dataset)
+    parser.add_argument("--data-dir", default=None, help="folder to look for the data set's file in first")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a trained classifier (.keras); default: the pretrained one for the data set and "
+        "architecture if the package ships it, else one trained here",
+    )
+    parser.add_argument(
+        "--architecture",
+        default=None,
+        help=f"zoo classifier, pretrained or trained (default: {architecture})",
+    )
+    parser.add_argument("--attacks", type=_attacks, default=None, help=attacks)
+    parser.add_argument("--out", default=None, type=output_folder, help=f"report folder (default: {out})")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="classifier epochs (default: the paper's)"
+    )
+    parser.add_argument(
+        "--train-size", type=positive_int, default=None, help="classifier training images (default: all)"
+    )
+    parser.add_argument("--seed", type=random_seed, default=None, help=seed)
+    parser.add_argument(
+        "--retrain", action="store_true", help="train the classifier here even when a pretrained one fits"
+    )
+    _add_verbosity(parser)
+    add_strategy_argument(parser)
+
+
+#: Flags of both `reproduce` and `explain`, by the config key each sets.
+_SHARED_FLAGS = {
     "dataset": "dataset",
     "data_dir": "data_dir",
     "model": "model",
@@ -222,6 +226,12 @@ _FLAGS = {
     "attacks": "attacks",
     "epochs": "epochs",
     "train_size": "train_size",
+    "seed": "seed",
+}
+
+
+_FLAGS = {
+    **_SHARED_FLAGS,
     "test_size": "test_size",
     "detector_train_size": "detector_train_size",
     "detector_epochs": "detector_epochs",
@@ -232,21 +242,10 @@ _FLAGS = {
     "security_eps_factors": "security_eps_factors",
     "security_size": "security_size",
     "saliency": "saliency",
-    "seed": "seed",
 }
 
 
-_EXPLAIN_FLAGS = {
-    "dataset": "dataset",
-    "data_dir": "data_dir",
-    "model": "model",
-    "architecture": "architecture",
-    "attacks": "attacks",
-    "n_images": "n_images",
-    "epochs": "epochs",
-    "train_size": "train_size",
-    "seed": "seed",
-}
+_EXPLAIN_FLAGS = {**_SHARED_FLAGS, "n_images": "n_images"}
 
 
 def config_from_args(args: argparse.Namespace):
