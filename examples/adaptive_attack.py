@@ -27,7 +27,6 @@ import argparse
 import time
 
 import numpy as np
-from scipy.stats import binomtest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
@@ -41,7 +40,7 @@ from saliency_detect.detector import (
     SaliencyDetector,
     harden,
 )
-from saliency_detect.evaluation import adaptive_success
+from saliency_detect.evaluation import adaptive_success, rate_interval
 from saliency_detect.models import pretrained
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -80,8 +79,8 @@ args = parser.parse_args()
 
 
 def rate(hits: np.ndarray) -> str:
-    low, high = binomtest(int(hits.sum()), len(hits)).proportion_ci(method="wilson")
-    return f"{hits.mean():.2f} [{low:.2f}, {high:.2f}]"
+    r = rate_interval(hits)
+    return f"{r['rate']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
 
 
 NAMES = ("saliency", "image only", "KD+BU", "LID", "Mahalanobis", "feature squeezing")

@@ -562,10 +562,7 @@ def _saliency_detector(run: _Run, f, x_clean, x_adv, input_mode: str, spec: Atta
 
     settings = _detector_settings(run, input_mode, recipe)
     # Every parameter, defaults included, so a changed default refits instead of reusing.
-    effective = SaliencyDetector(f, **settings).get_params()
-    effective = {
-        k: v for k, v in effective.items() if k not in ("classifier", "detector", "strategy", "verbose")
-    }
+    effective = _identity_params(SaliencyDetector(f, **settings))
     key = _digest(effective, spec.name, _attack_params(run, spec, eps), model_fingerprint(f), len(x_clean))
     path = run.cache / "detectors" / f"{spec.display}-{input_mode.replace('+', '_')}-{recipe}-{key}"
     if path.exists():
@@ -602,6 +599,16 @@ def _baseline(f, kind: str, seed: int):
         "mahalanobis": detectors.MahalanobisDetector,
     }
     return classes[kind](f, random_state=seed)
+
+
+def _identity_params(detector) -> dict[str, Any]:
+    """A detector's parameters, defaults included, without the objects and run-time settings.
+
+    What a cache key needs to tell one detector from another: a changed default gives
+    a new key, so the step is recomputed instead of reused.
+    """
+    skipped = ("classifier", "detector", "strategy", "verbose")
+    return {k: v for k, v in detector.get_params().items() if k not in skipped}
 
 
 def _feature_baseline(run: _Run, f, kind: str, x_clean, x_adv, spec: AttackSpec, eps, test) -> tuple:
@@ -759,6 +766,7 @@ def _security(run: _Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> 
         "seed": config.seed,
         "fpr": _SECURITY_FPR,
         "test_size": len(x_test),
+        "classifier": model_fingerprint(f),  # once for the section, not per detector
     }
     section = {}
     for label, job in jobs.items():
@@ -769,10 +777,7 @@ def _security(run: _Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> 
         kinds = {**job["detectors"], **job["baselines"]}
         for kind, detector in kinds.items():
             # The detector's parameters, defaults included: a changed detector is attacked again.
-            params = (detector or _baseline(f, kind, config.seed)).get_params()
-            params = {
-                k: v for k, v in params.items() if k not in ("classifier", "detector", "strategy", "verbose")
-            }
+            params = _identity_params(detector or _baseline(f, kind, config.seed))
             key = _digest(
                 settings,
                 kind,
@@ -781,7 +786,6 @@ def _security(run: _Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> 
                 _attack_params(run, spec, job["attack_eps"]),
                 eps_values,
                 str(norm),
-                model_fingerprint(f),
                 len(d_clean),
             )
             path = run.cache / "security" / f"{_safe(label)}-{_safe(kind)}-{key}.json"
