@@ -44,7 +44,7 @@ parser.add_argument("--epochs", type=int, default=None, help="when training (def
 parser.add_argument("--train-size", type=int, default=None, help="when training: the first N images")
 parser.add_argument("--images", type=int, default=100, help="test images attacked (default: %(default)s)")
 parser.add_argument("--popsize", type=int, default=100, help="Pixel Attack population (authors: 400)")
-parser.add_argument("--max-iter", type=int, default=30, help="Pixel Attack generations (authors: 100)")
+parser.add_argument("--nb-iter", type=int, default=30, help="Pixel Attack generations (authors: 100)")
 parser.add_argument("--out", default="attention_under_attack.png")
 args = parser.parse_args()
 
@@ -62,7 +62,7 @@ correct = predict_labels(model, x) == y
 
 adversarial = {
     "Pixel Attack": attacks.pixel_attack(
-        model, x, pixels=3, popsize=args.popsize, max_iter=args.max_iter, random_state=0
+        model, x, pixels=3, popsize=args.popsize, nb_iter=args.nb_iter, random_state=0
     ),
     "PGD": attacks.pgd(model, x, eps=8 / 255, random_state=0),
 }

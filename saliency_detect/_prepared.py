@@ -14,7 +14,7 @@ it, so models are freed as usual.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -82,12 +82,42 @@ class Prepared:
         return self._feature_models[layer_names]
 
     def compiled(
-        self, key: Hashable, build: Callable[[], Callable], signature: list[tf.TensorSpec]
+        self,
+        build: Callable[..., Callable],
+        constants: Mapping[str, Hashable],
+        signature: Sequence[tf.TensorSpec],
+        *,
+        cache: bool = True,
     ) -> Callable:
-        """Return the `tf.function` stored under `key`, building and wrapping it on first use."""
-        if key not in self._functions:
-            self._functions[key] = tf.function(build(), input_signature=signature)
-        return self._functions[key]
+        """Return `tf.function(build(self, **constants))` for `signature`, compiled once.
+
+        `build` must be a module-level function (no closure): everything the step it
+        returns reads besides the view comes in through `constants`, which with `build`
+        and the signature's shapes is the cache key. A constant cannot be left out of the
+        key, so a call with other settings never runs a graph compiled for the old ones.
+        `cache=False` compiles for this call only (for a step that holds another model,
+        such as a detector, which the per-model cache must not keep alive).
+        """
+        if getattr(build, "__closure__", None):
+            captured = ", ".join(build.__code__.co_freevars)
+            raise TypeError(
+                f"A compiled step's builder must read its constants from its arguments, not a closure: "
+                f"{build.__qualname__} captures {captured}."
+            )
+        if not cache:
+            return tf.function(build(self, **constants), input_signature=list(signature))
+        key = (build, tuple(sorted(constants.items())), tuple(tuple(spec.shape) for spec in signature))
+        try:
+            function = self._functions.get(key)
+        except TypeError:
+            raise TypeError(
+                f"The constants of {build.__qualname__} must be hashable to key its compiled step. "
+                f"Received: {constants!r}"
+            ) from None
+        if function is None:
+            function = tf.function(build(self, **constants), input_signature=list(signature))
+            self._functions[key] = function
+        return function
 
     def _check_matches(self, original: keras.Model) -> None:
         shape = model_image_shape(original)
@@ -122,28 +152,25 @@ def run_compiled(
     x: np.ndarray,
     labels: np.ndarray,
     *,
-    key: Hashable | None,
-    build: Callable[[Prepared], Callable],
+    build: Callable[..., Callable],
+    constants: Mapping[str, Hashable],
     batch_size: int,
     extra: Sequence[np.ndarray] = (),
     extra_specs: Sequence[tf.TensorSpec] = (),
+    cache: bool = True,
     progress: bool = False,
 ):
-    """Compile `build(prepared)` once per key and image shape, then run it batch by batch.
+    """Compile `build(prepared, **constants)` once per constants and image shape, then run it batch by batch.
 
     The step is called as `step(x, labels, *extra)` on each batch; `labels` are int32 class
     indices where -1 means "the model's prediction". Its input signature has a `None`
-    batch dimension, so the last, smaller batch does not retrace. `key=None` compiles the
-    step for this call only (a step that holds other models, such as a detector, must not
-    be cached on the classifier).
+    batch dimension, so the last, smaller batch does not retrace. See `Prepared.compiled`
+    for `build`, `constants` and `cache`.
     """
     signature = [
         tf.TensorSpec((None, *x.shape[1:]), tf.float32),
         tf.TensorSpec((None,), tf.int32),
         *extra_specs,
     ]
-    if key is None:
-        step = tf.function(build(prepared), input_signature=signature)
-    else:
-        step = prepared.compiled((key, x.shape[1:]), lambda: build(prepared), signature)
+    step = prepared.compiled(build, constants, signature, cache=cache)
     return map_batches(step, (x, labels, *extra), batch_size, progress=progress)

@@ -159,8 +159,44 @@ def test_pgd_random_start_is_seeded_and_restarts_only_help(trained_mnist_f, test
 def test_new_eps_values_do_not_retrace(model):
     for eps in (0.05, 0.1, 0.2):
         attacks.fgsm(model, X, eps=eps, batch_size=4)
-    steps = [f for key, f in prepare(model)._functions.items() if key[0] == ("fgsm", np.inf, 0.0, 1.0, False)]
+    steps = [
+        f for key, f in prepare(model)._functions.items()
+        if key[0].__name__ == "_fgsm_step" and not dict(key[1])["targeted"]
+    ]  # fmt: skip
     assert len(steps) == 1 and steps[0].experimental_get_tracing_count() == 1
+
+
+def test_every_constant_of_a_step_is_in_its_cache_key(model):
+    # A setting compiled into the graph (here `targeted`) gets its own step: a call with
+    # other settings never runs a graph compiled for the old ones.
+    y = np.zeros(len(X), np.int64)
+    away = attacks.fgsm(model, X, y, eps=0.1)
+    towards = attacks.fgsm(model, X, y, eps=0.1, targeted=True)
+    assert not np.allclose(away, towards)
+    steps = [key for key in prepare(model)._functions if key[0].__name__ == "_fgsm_step"]
+    assert {dict(key[1])["targeted"] for key in steps} == {False, True}
+
+
+def test_a_step_builder_may_not_capture_constants_in_a_closure(model):
+    from saliency_detect._prepared import run_compiled
+
+    scale = 2.0
+
+    def build(prepared):
+        return lambda x, labels: x * scale
+
+    labels = np.zeros(len(X), np.int32)
+    with pytest.raises(TypeError, match=r"builder must read its constants from.*captures scale"):
+        run_compiled(prepare(model), X, labels, build=build, constants={}, batch_size=4)
+    with pytest.raises(TypeError, match=r"constants of .* must be hashable"):
+        run_compiled(prepare(model), X, labels, build=_scaled_step, constants={"scale": [2.0]}, batch_size=4)
+    step = _scaled_step
+    doubled = run_compiled(prepare(model), X, labels, build=step, constants={"scale": 2.0}, batch_size=6)
+    np.testing.assert_allclose(doubled, 2 * X)
+
+
+def _scaled_step(prepared, *, scale):
+    return lambda x, labels: x * scale
 
 
 def test_softmax_models_are_attacked_through_their_logits(model):

@@ -60,7 +60,7 @@ def test_bad_arguments_get_errors_that_name_them(untrained, changes, error, mess
 
 def test_carlini_wagner_with_the_detector_weight_at_0_is_the_plain_attack(untrained):
     f, x, detector = untrained
-    budget = {"binary_search_steps": 2, "max_iterations": 10}
+    budget = {"binary_search_steps": 2, "nb_iter": 10}
     np.testing.assert_array_equal(
         carlini_wagner_l2(f, x[:4], detector=detector, detector_weight=0.0, **budget),
         carlini_wagner_l2(f, x[:4], **budget),
@@ -77,7 +77,7 @@ def test_carlini_wagner_with_the_detector_weight_at_0_is_the_plain_attack(untrai
 def test_carlini_wagner_refuses_a_bad_detector_or_weight(untrained, changes, error, message):
     f, x, detector = untrained
     with pytest.raises(error, match=message):
-        carlini_wagner_l2(f, x[:2], **{"detector": detector, "max_iterations": 2, **changes})
+        carlini_wagner_l2(f, x[:2], **{"detector": detector, "nb_iter": 2, **changes})
 
 
 def test_an_unfitted_detector_is_refused(untrained):
@@ -85,7 +85,7 @@ def test_an_unfitted_detector_is_refused(untrained):
     with pytest.raises(NotFittedError):
         joint_pgd(f, x[:2], eps=0.1, detector=FeatureSqueezingDetector(f), nb_iter=2)
     with pytest.raises(NotFittedError):
-        carlini_wagner_l2(f, x[:2], detector=FeatureSqueezingDetector(f), max_iterations=2)
+        carlini_wagner_l2(f, x[:2], detector=FeatureSqueezingDetector(f), nb_iter=2)
 
 
 def test_the_result_stays_in_the_ball_and_the_clip_range(untrained):
@@ -201,7 +201,7 @@ def test_carlini_wagner_with_the_detector_gets_past_it_more_often_than_without(t
     # plain (f is always fooled; D flags 2/3 of those images), 0.75 joint.
     f, x, y, detectors = trained_setting
     detector = detectors["saliency"]
-    budget = {"binary_search_steps": 4, "max_iterations": 100}
+    budget = {"binary_search_steps": 4, "nb_iter": 100}
     plain = carlini_wagner_l2(f, x, y, **budget)
     joint = carlini_wagner_l2(f, x, y, detector=detector, **budget)
     assert (

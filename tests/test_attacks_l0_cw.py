@@ -212,7 +212,7 @@ def test_carlini_wagner_targeted_and_confidence(trained_mnist_f, digits):
 def test_carlini_wagner_returns_the_original_where_it_fails():
     keras.utils.set_random_seed(0)
     model = mnist_net_f()
-    x_adv = attacks.carlini_wagner_l2(model, X, binary_search_steps=1, max_iterations=1, initial_const=1e-9)
+    x_adv = attacks.carlini_wagner_l2(model, X, binary_search_steps=1, nb_iter=1, initial_const=1e-9)
     failed = predict_labels(model, x_adv) == predict_labels(model, X)
     np.testing.assert_array_equal(x_adv[failed], X[failed])
     with pytest.raises(ValueError, match="confidence"):
@@ -233,7 +233,7 @@ def test_carlini_wagner_beats_art_at_equal_budget(trained_mnist_f, digits):
     theirs = art.CarliniL2Method(classifier, max_iter=10, verbose=False, **budget).generate(
         x, y=np.eye(10)[y]
     )
-    ours = attacks.carlini_wagner_l2(trained_mnist_f, x, y, max_iterations=10, **budget)
+    ours = attacks.carlini_wagner_l2(trained_mnist_f, x, y, nb_iter=10, **budget)
     their_success = predict_labels(trained_mnist_f, theirs) != y
     our_success = predict_labels(trained_mnist_f, ours) != y
     assert our_success.mean() >= their_success.mean()
@@ -263,12 +263,12 @@ def test_pixel_attack_finds_the_one_pixel_that_matters():
     model = _one_pixel_model()
     x = np.zeros((4, 8, 8, 1), np.float32)
     x[:, 3, 4] = 1.0  # class 1
-    x_adv = attacks.pixel_attack(model, x, pixels=1, popsize=30, max_iter=30, random_state=0)
+    x_adv = attacks.pixel_attack(model, x, pixels=1, popsize=30, nb_iter=30, random_state=0)
     assert np.all(predict_labels(model, x_adv) == 0)
     assert np.all(_l0(x_adv, x) <= 1)
     target = np.ones(4, int)
     x0 = np.zeros((4, 8, 8, 1), np.float32)
-    reached = attacks.pixel_attack(model, x0, target, targeted=True, popsize=30, max_iter=30, random_state=0)
+    reached = attacks.pixel_attack(model, x0, target, targeted=True, popsize=30, nb_iter=30, random_state=0)
     assert np.all(predict_labels(model, reached) == 1)
 
 
@@ -280,7 +280,7 @@ def test_pixel_attack_is_black_box():
     x = np.zeros((2, 8, 8, 1), np.float32)
     x[:, 3, 4] = 1.0
     assert np.array_equal(attacks.fgsm(blocked, x, eps=0.5), x), "gradient attacks see nothing"
-    x_adv = attacks.pixel_attack(blocked, x, popsize=30, max_iter=30, random_state=1)
+    x_adv = attacks.pixel_attack(blocked, x, popsize=30, nb_iter=30, random_state=1)
     assert np.all(predict_labels(blocked, x_adv) == 0)
 
 
@@ -308,25 +308,25 @@ def test_pixel_attack_stops_evaluating_a_fooled_image():
     x = np.zeros((2, 3, 3, 1), np.float32)
     x[:, 1, 1] = 1.0
     x[1, 0, 0] = 1.0  # unfoolable with one pixel
-    popsize, max_iter = 40, 10
-    run = lambda: attacks.pixel_attack(model, x, pixels=1, popsize=popsize, max_iter=max_iter, random_state=0)  # noqa: E731
+    popsize, nb_iter = 40, 10
+    run = lambda: attacks.pixel_attack(model, x, pixels=1, popsize=popsize, nb_iter=nb_iter, random_state=0)  # noqa: E731
     assert predict_labels(model, run()).tolist() == [0, 1]
     counter.seen.assign(0.0)
     run()
     # Labels (2 images) and the initial populations (2 x popsize); then the hard image
     # evolves for every generation, the fooled one for fewer than half of them (evolving
-    # both to the end would cost 2 x popsize x max_iter).
+    # both to the end would cost 2 x popsize x nb_iter).
     seen, start = float(counter.seen.numpy()), 2 + 2 * popsize
-    assert start + popsize * max_iter <= seen < start + popsize * (max_iter + max_iter // 2)
+    assert start + popsize * nb_iter <= seen < start + popsize * (nb_iter + nb_iter // 2)
 
 
 def test_pixel_attack_changes_at_most_k_pixels_and_is_seeded():
     keras.utils.set_random_seed(0)
     model = mnist_net_f()
-    a = attacks.pixel_attack(model, X, pixels=3, popsize=12, max_iter=2, random_state=4)
+    a = attacks.pixel_attack(model, X, pixels=3, popsize=12, nb_iter=2, random_state=4)
     assert np.all(_l0(a, X) <= 3) and a.min() >= 0 and a.max() <= 1
     np.testing.assert_array_equal(
-        a, attacks.pixel_attack(model, X, pixels=3, popsize=12, max_iter=2, random_state=4)
+        a, attacks.pixel_attack(model, X, pixels=3, popsize=12, nb_iter=2, random_state=4)
     )
     with pytest.raises(ValueError, match="popsize"):
         attacks.pixel_attack(model, X, popsize=3)
@@ -341,6 +341,11 @@ def test_every_attack_is_registered_with_shared_keywords():
     for name, params in everything.items():
         order = [key for key in params if key in shared]
         assert order == [key for key in shared if key in params], f"{name} breaks the shared order"
+    # One name for the iteration count: cleverhans's nb_iter, in every attack that iterates.
+    iterating = {name for name, params in everything.items() if "nb_iter" in params}
+    assert iterating == {"bim", "iterative_l2", "pgd", "carlini_wagner_l2", "pixel_attack"}
+    for params in everything.values():
+        assert not {"max_iter", "max_iterations", "steps"} & set(params)
 
 
 @pytest.fixture(scope="module")
@@ -383,10 +388,10 @@ def test_pixel_attack_matches_art_success_at_equal_budget(cifar_model):
         loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )  # fmt: skip
     # ART's DE population is 400 // 5 parameters per pixel x 5 = 400 candidates, like ours:
-    # both evaluate 400 x (1 + max_iter) candidates per image at most.
+    # both evaluate 400 x (1 + nb_iter) candidates per image at most.
     np.random.seed(0)  # ART's differential evolution draws from NumPy's global generator
     theirs = art.PixelAttack(classifier, th=1, es=1, max_iter=5, verbose=False).generate(x)
-    ours = attacks.pixel_attack(model, x, pixels=1, popsize=400, max_iter=5, random_state=0)
+    ours = attacks.pixel_attack(model, x, pixels=1, popsize=400, nb_iter=5, random_state=0)
     their_success = predict_labels(model, theirs) != predicted
     our_success = predict_labels(model, ours) != predicted
     print(f"Pixel Attack success: ours {our_success.mean():.3f}, ART {their_success.mean():.3f}")

@@ -18,6 +18,7 @@ MODULES = [
     "saliency_detect.attacks.minimal_epsilon",
     "saliency_detect.attacks.pgd",
     "saliency_detect.data._dataset",
+    "saliency_detect.data._loading",
     "saliency_detect.data._images",
     "saliency_detect.data._streaming",
     "saliency_detect.detector._baselines",

@@ -95,7 +95,7 @@ def test_attention_under_attack_example_measures_and_draws(tmp_path, shared_data
     out = tmp_path / "attention.png"
     result = subprocess.run(
         [sys.executable, str(REPO / "examples" / "attention_under_attack.py"), *model,
-         "--images", "32", "--popsize", "40", "--max-iter", "3", "--out", str(out)],
+         "--images", "32", "--popsize", "40", "--nb-iter", "3", "--out", str(out)],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

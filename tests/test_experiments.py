@@ -726,7 +726,7 @@ def test_the_config_of_the_recorded_attention_run_loads(tmp_path):
     config = load_config(tmp_path / "attention.toml", kind="attention")
     assert config.dataset == "cifar10" and config.architecture == "resnet20" and config.n_images == 500
     assert [a.display for a in config.attacks] == ["pixel_attack", "pgd"]
-    assert config.attacks[0].params == {"pixels": 3, "popsize": 100, "max_iter": 30}
+    assert config.attacks[0].params == {"pixels": 3, "popsize": 100, "nb_iter": 30}
 
 
 def test_the_documented_config_file_loads(tmp_path):
@@ -757,7 +757,7 @@ def tiny_explain(**changes):
         "n_images": 40,
         "n_figures": 2,
         "attacks": [
-            {"name": "pixel_attack", "params": {"pixels": 3, "popsize": 20, "max_iter": 3}},
+            {"name": "pixel_attack", "params": {"pixels": 3, "popsize": 20, "nb_iter": 3}},
             {"name": "pgd", "eps": 0.3, "params": {"nb_iter": 5}},
         ],
     }

@@ -11,8 +11,9 @@ joint attack on a classifier and its detector) also take a fitted detector, so t
 not in the by-name registry.
 """
 
+from saliency_detect._registry import REQUIRED
 from saliency_detect.attacks._generate import AdversarialSet, generate_adversarial_set, load_adversarial_set
-from saliency_detect.attacks._registry import REQUIRED, available_attacks, get_attack
+from saliency_detect.attacks._registry import available_attacks, get_attack
 from saliency_detect.attacks.bim import bim
 from saliency_detect.attacks.carlini_wagner_l2 import carlini_wagner_l2
 from saliency_detect.attacks.detector_aware import detector_aware

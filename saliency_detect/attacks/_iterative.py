@@ -94,62 +94,70 @@ def projected_gradient(
         raise ValueError(f"`rand_init` must be True or False. Received: rand_init={rand_init!r}")
     low, high = float(clip_range[0]), float(clip_range[1])
 
-    def build(prepared):
-        def evaluate(adv, labels):
-            return attack_loss(prepared, adv, labels, targeted, objective, loss, confidence)
-
-        def attack_once(x, labels, seed, eps, eps_iter):
-            """One run from `x` or a random start: its result, loss and (joint attacks) success."""
-            adv = x
-            if rand_init:
-                adv = tf.clip_by_value(x + random_in_ball(tf.shape(x), eps, norm, seed), low, high)
-
-            def move(adv):
-                grad, won = loss_gradient_and_success(
-                    prepared, adv, labels, targeted, objective, loss, confidence
-                )
-                step = steepest_step(grad, eps_iter, norm)
-                return step if objective is None else (step, won)
-
-            if objective is None:
-                adv = iterate(x, adv, move, eps=eps, norm=norm, nb_iter=nb_iter, low=low, high=high)
-                return adv, (evaluate(adv, labels)[0] if restarts > 1 else None), None
-            final, kept, found = iterate(
-                x, adv, move, eps=eps, norm=norm, nb_iter=nb_iter, low=low, high=high, track=True
-            )
-            final_loss, won = evaluate(final, labels)
-            # The final iterate if it succeeds, else the last one that did, else the final one.
-            use_kept = found & ~won
-            adv = tf.where(use_kept[:, None, None, None], kept, final)
-            if restarts > 1:  # the kept iterate's loss, for ranking restarts
-                final_loss = tf.where(use_kept, evaluate(adv, labels)[0], final_loss)
-            return adv, final_loss, won | found
-
-        def step(x, labels, seeds, eps, eps_iter):
-            eps, eps_iter = as_column(eps), as_column(eps_iter)
-            labels = resolve_classes(prepared.model(x, training=False), labels)
-            best, best_loss, had = attack_once(
-                x, labels, tf.stack([seeds[0], tf.constant(0, tf.int64)]), eps, eps_iter
-            )
-            for r in range(1, restarts):
-                seed = tf.stack([seeds[0], tf.constant(r, tf.int64)])
-                adv, adv_loss, won = attack_once(x, labels, seed, eps, eps_iter)
-                better = adv_loss > best_loss
-                if won is not None:  # a successful restart first
-                    better = (won & ~had) | ((won == had) & better)
-                    had = had | won
-                best = tf.where(better[:, None, None, None], adv, best)
-                best_loss = tf.where(better, adv_loss, best_loss)
-            return best
-
-        return step
-
-    key = ("projected_gradient", norm, low, high, targeted, nb_iter, rand_init, restarts, loss, confidence)
+    constants = {
+        "norm": norm, "low": low, "high": high, "targeted": targeted, "nb_iter": nb_iter,
+        "rand_init": rand_init, "restarts": restarts, "loss": loss, "confidence": confidence,
+        "objective": objective,
+    }
     n = len(x)
-    # A step holding a detector is compiled per call, not cached on the classifier: the
-    # detector holds the classifier, and the per-model cache must not keep models alive.
+    # A step holding a detector (the joint attacks' objective) is compiled for this call
+    # only: the per-model cache must not keep the detector alive.
     return run_compiled(
-        prepared, x, labels, key=key if objective is None else None, build=build, batch_size=batch_size,
+        prepared, x, labels, build=_projected_gradient_step, constants=constants, cache=objective is None,
+        batch_size=batch_size,
         extra=(image_seeds(random_state, n), per_image(eps, n), per_image(eps_iter, n)),
         extra_specs=(tf.TensorSpec((None,), tf.int64), *[tf.TensorSpec((None,), tf.float32)] * 2),
     )  # fmt: skip
+
+
+def _projected_gradient_step(
+    prepared, *, norm, low, high, targeted, nb_iter, rand_init, restarts, loss, confidence, objective
+):
+    def evaluate(adv, labels):
+        return attack_loss(prepared, adv, labels, targeted, objective, loss, confidence)
+
+    def attack_once(x, labels, seed, eps, eps_iter):
+        """One run from `x` or a random start: its result, loss and (joint attacks) success."""
+        adv = x
+        if rand_init:
+            adv = tf.clip_by_value(x + random_in_ball(tf.shape(x), eps, norm, seed), low, high)
+
+        def move(adv):
+            grad, won = loss_gradient_and_success(
+                prepared, adv, labels, targeted, objective, loss, confidence
+            )
+            step = steepest_step(grad, eps_iter, norm)
+            return step if objective is None else (step, won)
+
+        if objective is None:
+            adv = iterate(x, adv, move, eps=eps, norm=norm, nb_iter=nb_iter, low=low, high=high)
+            return adv, (evaluate(adv, labels)[0] if restarts > 1 else None), None
+        final, kept, found = iterate(
+            x, adv, move, eps=eps, norm=norm, nb_iter=nb_iter, low=low, high=high, track=True
+        )
+        final_loss, won = evaluate(final, labels)
+        # The final iterate if it succeeds, else the last one that did, else the final one.
+        use_kept = found & ~won
+        adv = tf.where(use_kept[:, None, None, None], kept, final)
+        if restarts > 1:  # the kept iterate's loss, for ranking restarts
+            final_loss = tf.where(use_kept, evaluate(adv, labels)[0], final_loss)
+        return adv, final_loss, won | found
+
+    def step(x, labels, seeds, eps, eps_iter):
+        eps, eps_iter = as_column(eps), as_column(eps_iter)
+        labels = resolve_classes(prepared.model(x, training=False), labels)
+        best, best_loss, had = attack_once(
+            x, labels, tf.stack([seeds[0], tf.constant(0, tf.int64)]), eps, eps_iter
+        )
+        for r in range(1, restarts):
+            seed = tf.stack([seeds[0], tf.constant(r, tf.int64)])
+            adv, adv_loss, won = attack_once(x, labels, seed, eps, eps_iter)
+            better = adv_loss > best_loss
+            if won is not None:  # a successful restart first
+                better = (won & ~had) | ((won == had) & better)
+                had = had | won
+            best = tf.where(better[:, None, None, None], adv, best)
+            best_loss = tf.where(better, adv_loss, best_loss)
+        return best
+
+    return step

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from saliency_detect._registry import REQUIRED, Registry, check_options, keyword_defaults
 from saliency_detect.attacks._common import check_norm
 from saliency_detect.attacks.bim import bim
 from saliency_detect.attacks.carlini_wagner_l2 import carlini_wagner_l2
@@ -17,24 +17,20 @@ from saliency_detect.attacks.jsma import jsma
 from saliency_detect.attacks.pgd import pgd
 from saliency_detect.attacks.pixel_attack import pixel_attack
 
-
-class _Required:
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-#: Marks a parameter without a default in `available_attacks()`.
-REQUIRED: Any = _Required()
-
-_ATTACKS: dict[str, Callable] = {
-    "fgsm": fgsm,
-    "bim": bim,
-    "iterative_l2": iterative_l2,
-    "pgd": pgd,
-    "jsma": jsma,
-    "carlini_wagner_l2": carlini_wagner_l2,
-    "pixel_attack": pixel_attack,
-}
+#: Every attack is called `attack(model, x, y=None, **options)`: three inputs, then options.
+_ATTACKS = Registry(
+    "attack",
+    {
+        "fgsm": fgsm,
+        "bim": bim,
+        "iterative_l2": iterative_l2,
+        "pgd": pgd,
+        "jsma": jsma,
+        "carlini_wagner_l2": carlini_wagner_l2,
+        "pixel_attack": pixel_attack,
+    },
+    inputs=3,
+)
 
 
 def available_attacks() -> dict[str, dict[str, Any]]:
@@ -47,15 +43,11 @@ def available_attacks() -> dict[str, dict[str, Any]]:
         >>> available_attacks()["fgsm"]
         {'eps': REQUIRED, 'norm': inf, 'clip_range': (0.0, 1.0), 'targeted': False, 'batch_size': 128}
     """
-    return {name: _defaults(fn) for name, fn in _ATTACKS.items()}
+    return _ATTACKS.defaults()
 
 
 def _defaults(fn: Callable) -> dict[str, Any]:
-    return {
-        p.name: (REQUIRED if p.default is inspect.Parameter.empty else p.default)
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    return keyword_defaults(fn, inputs=_ATTACKS.inputs)
 
 
 def effective_params(fn: Callable, params: dict[str, Any]) -> dict[str, Any]:
@@ -85,9 +77,7 @@ def get_attack(name: str) -> Callable:
         >>> get_attack("pgd").__name__
         'pgd'
     """
-    if name not in _ATTACKS:
-        raise ValueError(f"Unknown attack {name!r}. Expected one of: {', '.join(_ATTACKS)}.")
-    return _ATTACKS[name]
+    return _ATTACKS.lookup(name)
 
 
 def attack_norm(fn: Callable, params: dict[str, Any]) -> float:
@@ -113,13 +103,4 @@ def resolve_attack(attack: str | Callable) -> tuple[str, Callable]:
 
 def check_params(name: str, fn: Callable, params: dict[str, Any]) -> dict[str, Any]:
     """Raise TypeError naming the accepted options if `params` holds one `fn` does not take."""
-    parameters = inspect.signature(fn).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return dict(params)
-    accepted = [p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY][3:]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise TypeError(
-            f"Attack {name!r} takes the options {accepted}. Received unknown option(s): {unknown}"
-        )
-    return dict(params)
+    return check_options("attack", name, fn, params, inputs=_ATTACKS.inputs)

@@ -69,15 +69,17 @@ def fgsm(
     eps = check_eps(eps, norm, clip_range, x.shape[1:])
     low, high = float(clip_range[0]), float(clip_range[1])
 
-    def build(prepared):
-        def step(x, labels, eps):
-            labels = resolve_classes(prepared.model(x, training=False), labels)
-            grad = loss_gradient(prepared, x, labels, targeted)
-            return tf.clip_by_value(x + steepest_step(grad, as_column(eps), norm), low, high)
-
-        return step
-
     return run_compiled(
-        prepared, x, labels, key=("fgsm", norm, low, high, targeted), build=build, batch_size=batch_size,
+        prepared, x, labels, build=_fgsm_step,
+        constants={"norm": norm, "low": low, "high": high, "targeted": bool(targeted)}, batch_size=batch_size,
         extra=(per_image(eps, len(x)),), extra_specs=(tf.TensorSpec((None,), tf.float32),),
     )  # fmt: skip
+
+
+def _fgsm_step(prepared, *, norm, low, high, targeted):
+    def step(x, labels, eps):
+        labels = resolve_classes(prepared.model(x, training=False), labels)
+        grad = loss_gradient(prepared, x, labels, targeted)
+        return tf.clip_by_value(x + steepest_step(grad, as_column(eps), norm), low, high)
+
+    return step

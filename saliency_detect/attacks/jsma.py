@@ -253,42 +253,46 @@ def jsma(
     step_size = float(theta) * (high - low)
     increase = theta > 0
 
-    def build(prepared):
-        def step(x, labels):
-            shape, batch = tf.shape(x), tf.shape(x)[0]
-            classes = resolve_classes(prepared.model(x, training=False), labels)
-            flat = tf.reshape(x, [batch, -1])
-            domain = flat < high if increase else flat > low
-            changed = tf.zeros([batch], tf.int32)
+    constants = {
+        "low": low, "high": high, "targeted": bool(targeted), "step_size": step_size,
+        "increase": bool(increase), "max_changes": max_changes, "probabilities": probabilities,
+    }
+    return run_compiled(prepared, x, labels, build=_jsma_step, constants=constants, batch_size=batch_size)
 
-            def cond(adv, changed, domain, active):
-                return tf.reduce_any(active)
 
-            def body(adv, changed, domain, active):
-                # The gradient pass's logits tell which images are done, before they move.
-                logits, g_class, g_others = _class_gradients(prepared, adv, classes, probabilities)
-                predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
-                reached = tf.equal(predicted, classes) if targeted else tf.not_equal(predicted, classes)
-                active = active & tf.logical_not(reached) & (changed + 2 <= max_changes)
-                if not targeted:  # drive the source class down: swap the roles' signs
-                    g_class, g_others = -g_class, -g_others
-                if not increase:
-                    g_class, g_others = -g_class, -g_others
-                p, q, found = _best_pairs(g_class, g_others, domain)
-                move = active & found
-                hot = tf.one_hot(p, tf.shape(domain)[1]) + tf.one_hot(q, tf.shape(domain)[1])
-                hot *= tf.cast(move, hot.dtype)[:, None]
-                flat_adv = tf.clip_by_value(tf.reshape(adv, [batch, -1]) + step_size * hot, low, high)
-                at_bound = flat_adv >= high if increase else flat_adv <= low
-                domain = domain & ~((hot > 0) & at_bound)
-                changed += 2 * tf.cast(move, tf.int32)
-                adv = tf.reshape(flat_adv, shape)
-                return adv, changed, domain, active & found
+def _jsma_step(prepared, *, low, high, targeted, step_size, increase, max_changes, probabilities):
+    def step(x, labels):
+        shape, batch = tf.shape(x), tf.shape(x)[0]
+        classes = resolve_classes(prepared.model(x, training=False), labels)
+        flat = tf.reshape(x, [batch, -1])
+        domain = flat < high if increase else flat > low
+        changed = tf.zeros([batch], tf.int32)
 
-            adv, *_ = tf.while_loop(cond, body, (x, changed, domain, tf.ones([batch], tf.bool)))
-            return adv
+        def cond(adv, changed, domain, active):
+            return tf.reduce_any(active)
 
-        return step
+        def body(adv, changed, domain, active):
+            # The gradient pass's logits tell which images are done, before they move.
+            logits, g_class, g_others = _class_gradients(prepared, adv, classes, probabilities)
+            predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            reached = tf.equal(predicted, classes) if targeted else tf.not_equal(predicted, classes)
+            active = active & tf.logical_not(reached) & (changed + 2 <= max_changes)
+            if not targeted:  # drive the source class down: swap the roles' signs
+                g_class, g_others = -g_class, -g_others
+            if not increase:
+                g_class, g_others = -g_class, -g_others
+            p, q, found = _best_pairs(g_class, g_others, domain)
+            move = active & found
+            hot = tf.one_hot(p, tf.shape(domain)[1]) + tf.one_hot(q, tf.shape(domain)[1])
+            hot *= tf.cast(move, hot.dtype)[:, None]
+            flat_adv = tf.clip_by_value(tf.reshape(adv, [batch, -1]) + step_size * hot, low, high)
+            at_bound = flat_adv >= high if increase else flat_adv <= low
+            domain = domain & ~((hot > 0) & at_bound)
+            changed += 2 * tf.cast(move, tf.int32)
+            adv = tf.reshape(flat_adv, shape)
+            return adv, changed, domain, active & found
 
-    key = ("jsma", low, high, targeted, step_size, max_changes, probabilities)
-    return run_compiled(prepared, x, labels, key=key, build=build, batch_size=batch_size)
+        adv, *_ = tf.while_loop(cond, body, (x, changed, domain, tf.ones([batch], tf.bool)))
+        return adv
+
+    return step

@@ -27,7 +27,7 @@ def pixel_attack(
     random_state: int | None = None,
     pixels: int = 1,
     popsize: int = 400,
-    max_iter: int = 100,
+    nb_iter: int = 100,
     mutation: float = 0.5,
 ) -> np.ndarray:
     """Pixel Attack (Su, Vargas & Sakurai 2019, "One pixel attack for fooling deep neural networks").
@@ -36,7 +36,7 @@ def pixel_attack(
     gradients. Each candidate sets `pixels` pixels (row, column and a value per channel).
     Differential evolution (DE/rand/1: three distinct parents, none the child's own
     slot; scale `mutation`; no crossover, the authors' choice) evolves `popsize`
-    candidates per image for up to `max_iter` generations, keeping a child when it lowers
+    candidates per image for up to `nb_iter` generations, keeping a child when it lowers
     the probability of the true class (raises the target's, when targeted). An image
     stops evolving once a candidate fools the model, and costs no model evaluation after
     that. The populations of the images still evolving are evaluated in one batched model
@@ -53,7 +53,7 @@ def pixel_attack(
         random_state: seed; the same seed and `batch_size` give the same images.
         pixels: pixels changed per image (k).
         popsize: candidates per image.
-        max_iter: generations at most.
+        nb_iter: generations at most.
         mutation: DE's scale factor F.
 
     Returns:
@@ -68,7 +68,7 @@ def pixel_attack(
         >>> from saliency_detect.attacks import pixel_attack
         >>> from saliency_detect.models import mnist_net_f
         >>> x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
-        >>> x_adv = pixel_attack(mnist_net_f(), x, pixels=2, popsize=20, max_iter=3, random_state=0)
+        >>> x_adv = pixel_attack(mnist_net_f(), x, pixels=2, popsize=20, nb_iter=3, random_state=0)
         >>> [int(np.count_nonzero(np.any(a != b, axis=-1))) <= 2 for a, b in zip(x_adv, x)]
         [True, True]
     """
@@ -77,102 +77,105 @@ def pixel_attack(
     popsize = check_positive_int(popsize, "popsize")
     if popsize < 4:
         raise ValueError(f"`popsize` must be at least 4 (DE/rand/1 draws three parents). Received: {popsize}")
-    max_iter = check_positive_int(max_iter, "max_iter")
+    nb_iter = check_positive_int(nb_iter, "nb_iter")
     mutation = check_positive_float(mutation, "mutation")
     low, high = float(clip_range[0]), float(clip_range[1])
-    height, width, channels = x.shape[1:]
-    genes = pixels * (2 + channels)
     images_per_call = max(1, min(batch_size, _EVALUATIONS_PER_CALL // popsize))
-    # Per gene: upper bounds of (row, column, value per channel) x pixels.
-    lower_bounds = np.tile([0.0, 0.0] + [low] * channels, pixels).astype(np.float32)
-    upper_bounds = np.tile([height - 1e-3, width - 1e-3] + [high] * channels, pixels).astype(np.float32)
-
-    def build(prepared):
-        lo, hi = tf.constant(lower_bounds), tf.constant(upper_bounds)
-
-        def perturb(x, candidates):
-            """Images (B*K, H, W, C): each image of x with each of its K candidates' pixels set."""
-            count = tf.shape(candidates)[1]
-            total = tf.shape(x)[0] * count
-            images = tf.repeat(x, count, axis=0)
-            flat = tf.reshape(candidates, [total, pixels, 2 + channels])
-            rows = tf.cast(tf.floor(flat[..., 0]), tf.int32)
-            cols = tf.cast(tf.floor(flat[..., 1]), tf.int32)
-            owner = tf.repeat(tf.range(total)[:, None], pixels, axis=1)
-            indices = tf.reshape(tf.stack([owner, rows, cols], axis=-1), [-1, 3])
-            return tf.tensor_scatter_nd_update(images, indices, tf.reshape(flat[..., 2:], [-1, channels]))
-
-        def evaluate(x, candidates, classes):
-            """Fitness to minimise (probability of the true class, or minus the target's), and success."""
-            batch = tf.shape(x)[0]
-            logits = prepared.model(perturb(x, candidates), training=False)
-            probabilities = tf.reshape(tf.nn.softmax(logits), [batch, popsize, -1])
-            predicted = tf.reshape(tf.argmax(logits, axis=-1, output_type=tf.int32), [batch, popsize])
-            p_class = tf.gather(probabilities, classes, axis=2, batch_dims=1)
-            if targeted:
-                return -p_class, tf.equal(predicted, classes[:, None])
-            return p_class, tf.not_equal(predicted, classes[:, None])
-
-        def parents(shape, key):
-            """DE/rand/1's parents: per child i, three distinct indices in [0, popsize), none i.
-
-            Uniform draws from ever smaller ranges are moved past the indices already
-            taken (in increasing order), which maps them one-to-one onto the free ones.
-            """
-            taken = tf.broadcast_to(tf.range(popsize)[None, :, None], tf.concat([shape, [1]], axis=0))
-            for k in range(3):
-                draw = tf.random.stateless_uniform(
-                    shape, tf.stack([key[0], key[1] * 3 + k]), maxval=popsize - 1 - k, dtype=tf.int32
-                )
-                ordered = tf.sort(taken, axis=-1)
-                for j in range(k + 1):
-                    draw += tf.cast(draw >= ordered[..., j], tf.int32)
-                taken = tf.concat([taken, draw[..., None]], axis=-1)
-            return taken[..., 1:]
-
-        def step(x, labels, seeds):
-            batch = tf.shape(x)[0]
-            classes = resolve_classes(prepared.model(x, training=False), labels)
-            seed = tf.stack([seeds[0], tf.constant(0, tf.int64)])
-            unit = tf.random.stateless_uniform([batch, popsize, genes], seed)
-            population = lo + unit * (hi - lo)
-            fitness, success = evaluate(x, population, classes)
-            done = tf.reduce_any(success, axis=1)
-            for generation in tf.range(max_iter):
-                if tf.reduce_all(done):
-                    break
-                # Only the images still unfooled evolve: a fooled image costs no more calls.
-                active = tf.where(~done)[:, 0]
-                current = tf.gather(population, active)
-                key = tf.stack([seeds[0], tf.cast(generation, tf.int64) + 1])
-                picked = tf.gather(current, parents(tf.shape(current)[:2], key), batch_dims=1)
-                children = picked[:, :, 0] + mutation * (picked[:, :, 1] - picked[:, :, 2])
-                children = tf.clip_by_value(children, lo, hi)
-                child_fitness, child_success = evaluate(
-                    tf.gather(x, active), children, tf.gather(classes, active)
-                )
-                current_fitness = tf.gather(fitness, active)
-                keep = child_fitness < current_fitness
-                rows = active[:, None]
-                population = tf.tensor_scatter_nd_update(
-                    population, rows, tf.where(keep[..., None], children, current)
-                )
-                fitness = tf.tensor_scatter_nd_update(
-                    fitness, rows, tf.where(keep, child_fitness, current_fitness)
-                )
-                success = tf.tensor_scatter_nd_update(
-                    success, rows, tf.where(keep, child_success, tf.gather(success, active))
-                )
-                done = done | tf.reduce_any(success, axis=1)
-            # The best candidate: a successful one if any, else the fittest.
-            score = tf.where(success, fitness - 2.0, fitness)
-            best = tf.gather(population, tf.argmin(score, axis=1, output_type=tf.int32), batch_dims=1)
-            return perturb(x, best[:, None, :])
-
-        return step
-
-    key = ("pixel_attack", low, high, targeted, pixels, popsize, max_iter, mutation)
+    constants = {
+        "image_shape": tuple(int(d) for d in x.shape[1:]), "low": low, "high": high, "targeted": targeted,
+        "pixels": pixels, "popsize": popsize, "nb_iter": nb_iter, "mutation": mutation,
+    }
     return run_compiled(
-        prepared, x, labels, key=key, build=build, batch_size=images_per_call,
+        prepared, x, labels, build=_pixel_attack_step, constants=constants, batch_size=images_per_call,
         extra=(image_seeds(random_state, len(x)),), extra_specs=(tf.TensorSpec((None,), tf.int64),),
     )  # fmt: skip
+
+
+def _pixel_attack_step(prepared, *, image_shape, low, high, targeted, pixels, popsize, nb_iter, mutation):
+    height, width, channels = image_shape
+    genes = pixels * (2 + channels)
+    # Per gene: bounds of (row, column, value per channel) x pixels.
+    lower_bounds = np.tile([0.0, 0.0] + [low] * channels, pixels).astype(np.float32)
+    upper_bounds = np.tile([height - 1e-3, width - 1e-3] + [high] * channels, pixels).astype(np.float32)
+    lo, hi = tf.constant(lower_bounds), tf.constant(upper_bounds)
+
+    def perturb(x, candidates):
+        """Images (B*K, H, W, C): each image of x with each of its K candidates' pixels set."""
+        count = tf.shape(candidates)[1]
+        total = tf.shape(x)[0] * count
+        images = tf.repeat(x, count, axis=0)
+        flat = tf.reshape(candidates, [total, pixels, 2 + channels])
+        rows = tf.cast(tf.floor(flat[..., 0]), tf.int32)
+        cols = tf.cast(tf.floor(flat[..., 1]), tf.int32)
+        owner = tf.repeat(tf.range(total)[:, None], pixels, axis=1)
+        indices = tf.reshape(tf.stack([owner, rows, cols], axis=-1), [-1, 3])
+        return tf.tensor_scatter_nd_update(images, indices, tf.reshape(flat[..., 2:], [-1, channels]))
+
+    def evaluate(x, candidates, classes):
+        """Fitness to minimise (probability of the true class, or minus the target's), and success."""
+        batch = tf.shape(x)[0]
+        logits = prepared.model(perturb(x, candidates), training=False)
+        probabilities = tf.reshape(tf.nn.softmax(logits), [batch, popsize, -1])
+        predicted = tf.reshape(tf.argmax(logits, axis=-1, output_type=tf.int32), [batch, popsize])
+        p_class = tf.gather(probabilities, classes, axis=2, batch_dims=1)
+        if targeted:
+            return -p_class, tf.equal(predicted, classes[:, None])
+        return p_class, tf.not_equal(predicted, classes[:, None])
+
+    def parents(shape, key):
+        """DE/rand/1's parents: per child i, three distinct indices in [0, popsize), none i.
+
+        Uniform draws from ever smaller ranges are moved past the indices already
+        taken (in increasing order), which maps them one-to-one onto the free ones.
+        """
+        taken = tf.broadcast_to(tf.range(popsize)[None, :, None], tf.concat([shape, [1]], axis=0))
+        for k in range(3):
+            draw = tf.random.stateless_uniform(
+                shape, tf.stack([key[0], key[1] * 3 + k]), maxval=popsize - 1 - k, dtype=tf.int32
+            )
+            ordered = tf.sort(taken, axis=-1)
+            for j in range(k + 1):
+                draw += tf.cast(draw >= ordered[..., j], tf.int32)
+            taken = tf.concat([taken, draw[..., None]], axis=-1)
+        return taken[..., 1:]
+
+    def step(x, labels, seeds):
+        batch = tf.shape(x)[0]
+        classes = resolve_classes(prepared.model(x, training=False), labels)
+        seed = tf.stack([seeds[0], tf.constant(0, tf.int64)])
+        unit = tf.random.stateless_uniform([batch, popsize, genes], seed)
+        population = lo + unit * (hi - lo)
+        fitness, success = evaluate(x, population, classes)
+        done = tf.reduce_any(success, axis=1)
+        for generation in tf.range(nb_iter):
+            if tf.reduce_all(done):
+                break
+            # Only the images still unfooled evolve: a fooled image costs no more calls.
+            active = tf.where(~done)[:, 0]
+            current = tf.gather(population, active)
+            key = tf.stack([seeds[0], tf.cast(generation, tf.int64) + 1])
+            picked = tf.gather(current, parents(tf.shape(current)[:2], key), batch_dims=1)
+            children = picked[:, :, 0] + mutation * (picked[:, :, 1] - picked[:, :, 2])
+            children = tf.clip_by_value(children, lo, hi)
+            child_fitness, child_success = evaluate(
+                tf.gather(x, active), children, tf.gather(classes, active)
+            )
+            current_fitness = tf.gather(fitness, active)
+            keep = child_fitness < current_fitness
+            rows = active[:, None]
+            population = tf.tensor_scatter_nd_update(
+                population, rows, tf.where(keep[..., None], children, current)
+            )
+            fitness = tf.tensor_scatter_nd_update(
+                fitness, rows, tf.where(keep, child_fitness, current_fitness)
+            )
+            success = tf.tensor_scatter_nd_update(
+                success, rows, tf.where(keep, child_success, tf.gather(success, active))
+            )
+            done = done | tf.reduce_any(success, axis=1)
+        # The best candidate: a successful one if any, else the fittest.
+        score = tf.where(success, fitness - 2.0, fitness)
+        best = tf.gather(population, tf.argmin(score, axis=1, output_type=tf.int32), batch_dims=1)
+        return perturb(x, best[:, None, :])
+
+    return step

@@ -5,15 +5,10 @@ labels. See `load_dataset` for where files are looked for. `hdf5_dataset` stream
 larger than memory from an HDF5 file as a `tf.data` pipeline.
 """
 
-from saliency_detect.data._dataset import (
-    CIFAR10_CLASSES,
-    MNIST_CLASSES,
-    Dataset,
-    available_datasets,
-    load_dataset,
-)
+from saliency_detect.data._dataset import CIFAR10_CLASSES, MNIST_CLASSES, Dataset
 from saliency_detect.data._images import IMAGE_SUFFIXES, read_images
 from saliency_detect.data._keras_files import ENV_VAR, DatasetNotFoundError, keras_cache_dir
+from saliency_detect.data._loading import available_datasets, load_dataset
 from saliency_detect.data._streaming import hdf5_dataset
 
 __all__ = [

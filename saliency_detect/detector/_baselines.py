@@ -106,6 +106,28 @@ def _seeded_dropout(model: keras.Model, random_state) -> Iterator[None]:
             layer.seed_generator.state.assign(state)
 
 
+def _kernel_density_step(prepared, *, layer: str, mc_samples: int):
+    """The hidden features at `layer`, the predicted class and the MC-dropout uncertainty of images."""
+    features = prepared.feature_model((layer,))
+    head, tail = _dropout_split(prepared.model)
+
+    def step(x):
+        hidden, logits = features(x, training=False)
+        total = tf.zeros_like(logits)
+        total_sq = tf.zeros(tf.shape(logits)[:1])
+        entry = head(x, training=False)  # what comes before the first dropout, computed once
+        for _ in tf.range(mc_samples):
+            p = tf.nn.softmax(tail(entry, training=True))
+            total += p
+            total_sq += tf.reduce_sum(p * p, axis=-1)
+        mean = total / mc_samples
+        uncertainty = total_sq / mc_samples - tf.reduce_sum(mean * mean, axis=-1)
+        hidden = tf.reshape(hidden, [tf.shape(hidden)[0], -1])
+        return hidden, tf.argmax(logits, axis=-1), uncertainty
+
+    return step
+
+
 class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
     """Kernel density + Bayesian uncertainty detector (Feinman et al. 2017).
 
@@ -166,32 +188,15 @@ class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
     def _raw_fn(self):
         """`images -> (hidden features, predicted class, MC-dropout uncertainty)` as TensorFlow ops."""
         prepared = prepare(self.classifier)
-        layer = self.layer or _penultimate_layer(prepared.model)
-        features = prepared.feature_model((layer,))
-        mc_samples = self.mc_samples
-        head, tail = _dropout_split(prepared.model)
+        return _kernel_density_step(prepared, **self._raw_constants(prepared))
 
-        def step(x):
-            hidden, logits = features(x, training=False)
-            total = tf.zeros_like(logits)
-            total_sq = tf.zeros(tf.shape(logits)[:1])
-            entry = head(x, training=False)  # what comes before the first dropout, computed once
-            for _ in tf.range(mc_samples):
-                p = tf.nn.softmax(tail(entry, training=True))
-                total += p
-                total_sq += tf.reduce_sum(p * p, axis=-1)
-            mean = total / mc_samples
-            uncertainty = total_sq / mc_samples - tf.reduce_sum(mean * mean, axis=-1)
-            hidden = tf.reshape(hidden, [tf.shape(hidden)[0], -1])
-            return hidden, tf.argmax(logits, axis=-1), uncertainty
-
-        return (layer, mc_samples), step
+    def _raw_constants(self, prepared) -> dict:
+        return {"layer": self.layer or _penultimate_layer(prepared.model), "mc_samples": self.mc_samples}
 
     def _raw(self, x):
         prepared = prepare(self.classifier)
-        key, step = self._raw_fn()
         signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
-        compiled = prepared.compiled(("kernel_density", *key, x.shape[1:]), lambda: step, signature)
+        compiled = prepared.compiled(_kernel_density_step, self._raw_constants(prepared), signature)
         with _seeded_dropout(prepared.model, self.random_state):
             return map_batches(compiled, (x,), self.batch_size)
 
@@ -310,9 +315,21 @@ class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
             sklearn.exceptions.NotFittedError: before `fit`.
         """
         check_is_fitted(self)
-        hidden, predicted, uncertainty = self._raw_fn()[1](x)
+        hidden, predicted, uncertainty = self._raw_fn()(x)
         density = self._log_density(hidden, predicted)
         return logistic_logit(self.logistic_, tf.stack([density, tf.cast(uncertainty, tf.float64)], axis=1))
+
+
+def _activations_step(prepared, *, layers: tuple[str, ...]):
+    """Each named layer's activations of images, flattened per image."""
+    model = prepared.feature_model(layers)
+    count = len(layers)
+
+    def step(images):
+        outputs = model(images, training=False)[:count]
+        return tuple(tf.reshape(o, [tf.shape(o)[0], -1]) for o in outputs)
+
+    return step
 
 
 class LIDDetector(BinaryDetectorMixin, BaseEstimator):
@@ -381,15 +398,8 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
     def _activations(self, x) -> tuple[np.ndarray, ...]:
         """Every chosen layer's flattened activations for `x` (used for the reference batch only)."""
         prepared = prepare(self.classifier)
-        model = prepared.feature_model(tuple(self.layers_))
-        count = len(self.layers_)
-
-        def step(images):
-            outputs = model(images, training=False)[:count]
-            return tuple(tf.reshape(o, [tf.shape(o)[0], -1]) for o in outputs)
-
         signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
-        compiled = prepared.compiled(("lid", tuple(self.layers_), x.shape[1:]), lambda: step, signature)
+        compiled = prepared.compiled(_activations_step, {"layers": tuple(self.layers_)}, signature)
         result = map_batches(compiled, (x,), self.batch_size)
         return result if isinstance(result, tuple) else (result,)
 

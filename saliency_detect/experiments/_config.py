@@ -278,7 +278,8 @@ class ExplainConfig(_ConfigMethods):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"`{name}` must be an integer of at least {low}. Received: {value!r}")
-        from saliency_detect.attacks._registry import REQUIRED, available_attacks
+        from saliency_detect._registry import REQUIRED
+        from saliency_detect.attacks._registry import available_attacks
 
         for spec in self.attacks:
             if available_attacks()[spec.name].get("eps") is REQUIRED and spec.eps is None:
@@ -437,7 +438,7 @@ def _check_optional_size(config: ExperimentConfig, name: str) -> None:
 
 def _validate_common(config) -> None:
     """Checks shared by `ExperimentConfig` and `ExplainConfig`: data, classifier, attacks, seed."""
-    from saliency_detect.attacks._registry import _ATTACKS, check_params
+    from saliency_detect.attacks._registry import _ATTACKS
 
     # Accept lists and attack tables as given to the constructor; store tuples of AttackSpec.
     object.__setattr__(config, "attacks", tuple(_attack_spec(a) for a in _as_list(config.attacks, "attacks")))
@@ -470,7 +471,7 @@ def _validate_common(config) -> None:
                 f"'eps' (its own key) and 'batch_size'. Received: {spec.params!r}"
             )
         try:
-            check_params(spec.name, _ATTACKS[spec.name], dict(spec.params))
+            _ATTACKS.check_options(spec.name, spec.params)
         except TypeError as e:
             raise ValueError(str(e)) from None
         size = spec.train_size

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import keras
 from keras import layers
 
+from saliency_detect._registry import Registry
 from saliency_detect._validation import check_input_shape, check_positive_int
 
 # ImageNet channel means of the Caffe-trained VGG16 weights, in RGB order (0-255 scale).
@@ -311,20 +313,33 @@ def resnet20(
     return keras.Model(inputs, outputs, name="resnet20")
 
 
-_BUILDERS: dict[str, Callable[..., keras.Model]] = {
-    "mnist_net_f": mnist_net_f,
-    "mnist_net_d": mnist_net_d,
-    "cifar10_net_f": cifar10_net_f,
-    "cifar10_net_d": cifar10_net_d,
-    "vgg16_f": vgg16_f,
-    "vgg16_d": vgg16_d,
-    "resnet20": resnet20,
-}
+#: Every builder is called `builder(input_shape, num_classes, **options)`: no inputs.
+_BUILDERS = Registry(
+    "model",
+    {
+        "mnist_net_f": mnist_net_f,
+        "mnist_net_d": mnist_net_d,
+        "cifar10_net_f": cifar10_net_f,
+        "cifar10_net_d": cifar10_net_d,
+        "vgg16_f": vgg16_f,
+        "vgg16_d": vgg16_d,
+        "resnet20": resnet20,
+    },
+    inputs=0,
+)
 
 
-def available_models() -> tuple[str, ...]:
-    """Return the names of the zoo's builders."""
-    return tuple(_BUILDERS)
+def available_models() -> dict[str, dict[str, Any]]:
+    """Return every zoo builder's name with its keyword parameters and their defaults.
+
+    The same shape as `attacks.available_attacks()` and `saliency.available_methods()`.
+
+    Examples:
+        >>> from saliency_detect.models import available_models
+        >>> available_models()["resnet20"]
+        {'input_shape': (32, 32, 3), 'num_classes': 10, 'weight_decay': 0.0001}
+    """
+    return _BUILDERS.defaults()
 
 
 def get_model_builder(name: str) -> Callable[..., keras.Model]:
@@ -344,7 +359,4 @@ def get_model_builder(name: str) -> Callable[..., keras.Model]:
         >>> get_model_builder("resnet20").__name__
         'resnet20'
     """
-    try:
-        return _BUILDERS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"Unknown model {name!r}. Expected one of: {', '.join(_BUILDERS)}.") from None
+    return _BUILDERS.lookup(name)

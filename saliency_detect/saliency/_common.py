@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from saliency_detect._classes import predicted_classes, resolve_classes
-from saliency_detect._prepared import Prepared, prepare, run_compiled
+from saliency_detect._prepared import prepare, run_compiled
 from saliency_detect._validation import check_images, check_labels, check_positive_int, model_image_shape
 
 REDUCTIONS = ("none", "abs", "max_abs")
@@ -69,12 +69,12 @@ def run_method(
     labels,
     batch_size: int,
     rule: str,
-    key: Hashable,
-    build: Callable[[Prepared], Callable],
+    build: Callable[..., Callable],
+    constants: Mapping[str, Hashable],
     extra: tuple[np.ndarray, ...] = (),
     extra_specs: tuple[tf.TensorSpec, ...] = (),
 ):
-    """Validate, prepare the model's view `rule`, then compile and run `build(prepared)`.
+    """Validate, prepare the model's view `rule`, then compile and run `build(prepared, **constants)`.
 
     The step built by `build` is called as `step(x, target, *extra)` on each batch, with
     `target` holding class indices or -1 for "predicted".
@@ -87,8 +87,8 @@ def run_method(
         prepared,
         x,
         targets,
-        key=key,
         build=build,
+        constants=constants,
         batch_size=batch_size,
         extra=extra,
         extra_specs=extra_specs,

@@ -132,24 +132,26 @@ def grad_cam_layers(
     names = check_layers(model, layers)
     upsample = bool(upsample)
 
-    def build(prepared):
-        feature_model = prepared.feature_model(names)
-
-        def step(x, target):
-            def score_fn(z):
-                *features, logits = feature_model(z, training=False)
-                return select_scores(logits, target)[0], features
-
-            _, features, (_, *grads) = score_gradients(score_fn, x)
-            return tuple(_cam(a, g, tf.shape(x)[1:3], upsample) for a, g in zip(features, grads, strict=True))
-
-        return step
-
     maps = run_method(
         model, x, target=target, labels=labels, batch_size=batch_size, rule="vanilla",
-        key=("grad_cam", names, upsample), build=build,
+        build=_grad_cam_step, constants={"names": tuple(names), "upsample": upsample},
     )  # fmt: skip
     return dict(zip(names, maps, strict=True))
+
+
+
+def _grad_cam_step(prepared, *, names, upsample):
+    feature_model = prepared.feature_model(names)
+
+    def step(x, target):
+        def score_fn(z):
+            *features, logits = feature_model(z, training=False)
+            return select_scores(logits, target)[0], features
+
+        _, features, (_, *grads) = score_gradients(score_fn, x)
+        return tuple(_cam(a, g, tf.shape(x)[1:3], upsample) for a, g in zip(features, grads, strict=True))
+
+    return step
 
 
 def grad_cam(

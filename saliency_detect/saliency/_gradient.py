@@ -27,18 +27,17 @@ def _class_gradient(prepared: Prepared, inputs: tf.Tensor, target: tf.Tensor) ->
     return score_gradients(score_fn, inputs)[2][0]
 
 
+def _gradient_step(prepared, *, reduce):
+    def step(x, target):
+        return reduce_channels(_class_gradient(prepared, x, target), reduce)
+
+    return step
+
+
 def _gradient_map(model, x, *, target, labels, batch_size, reduce, rule):
-    reduce = check_reduce(reduce)
-
-    def build(prepared):
-        def step(x, target):
-            return reduce_channels(_class_gradient(prepared, x, target), reduce)
-
-        return step
-
     return run_method(
         model, x, target=target, labels=labels, batch_size=batch_size, rule=rule,
-        key=("gradient", reduce), build=build,
+        build=_gradient_step, constants={"reduce": check_reduce(reduce)},
     )  # fmt: skip
 
 
@@ -231,29 +230,30 @@ def smoothgrad(
     n = len(x)
     seeds = np.random.default_rng(random_state).integers(0, 2**31 - 1, size=max(n, 1), dtype=np.int64)
 
-    def build(prepared):
-        def step(x, target, seed):
-            _, classes = select_scores(prepared.model(x, training=False), target)
-            spread = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True) - tf.reduce_min(
-                x, axis=[1, 2, 3], keepdims=True
-            )
-            sigma = noise_level * spread
-            total = tf.zeros_like(x)
-            for i in tf.range(n_samples):
-                noise = tf.random.stateless_normal(
-                    tf.shape(x), seed=tf.stack([seed[0], tf.cast(i, tf.int64)])
-                )
-                g = _class_gradient(prepared, x + sigma * noise, classes)
-                total += g * g if squared else g
-            return reduce_channels(total / n_samples, reduce)
-
-        return step
-
     return run_method(
         model, x, target=target, labels=labels, batch_size=batch_size, rule="vanilla",
-        key=("smoothgrad", reduce, noise_level, n_samples, squared), build=build,
+        build=_smoothgrad_step,
+        constants={
+            "reduce": reduce, "noise_level": noise_level, "n_samples": n_samples, "squared": bool(squared),
+        },
         extra=(seeds,), extra_specs=(tf.TensorSpec((None,), tf.int64),),
     )  # fmt: skip
+
+
+def _smoothgrad_step(prepared, *, reduce, noise_level, n_samples, squared):
+    def step(x, target, seed):
+        _, classes = select_scores(prepared.model(x, training=False), target)
+        axes = [1, 2, 3]
+        spread = tf.reduce_max(x, axis=axes, keepdims=True) - tf.reduce_min(x, axis=axes, keepdims=True)
+        sigma = noise_level * spread
+        total = tf.zeros_like(x)
+        for i in tf.range(n_samples):
+            noise = tf.random.stateless_normal(tf.shape(x), seed=tf.stack([seed[0], tf.cast(i, tf.int64)]))
+            g = _class_gradient(prepared, x + sigma * noise, classes)
+            total += g * g if squared else g
+        return reduce_channels(total / n_samples, reduce)
+
+    return step
 
 
 def integrated_gradients(
@@ -312,19 +312,20 @@ def integrated_gradients(
     if not np.all(np.isfinite(baselines)):
         raise ValueError("`baseline` must be finite.")
 
-    def build(prepared):
-        def step(x, target, base):
-            _, classes = select_scores(prepared.model(x, training=False), target)
-            total = tf.zeros_like(x)
-            for k in tf.range(steps):
-                alpha = (tf.cast(k, tf.float32) + 0.5) / steps
-                total += _class_gradient(prepared, base + alpha * (x - base), classes)
-            return reduce_channels((x - base) * total / steps, reduce)
-
-        return step
-
     return run_method(
         model, x, target=target, labels=labels, batch_size=batch_size, rule="vanilla",
-        key=("integrated_gradients", reduce, steps), build=build,
+        build=_integrated_gradients_step, constants={"reduce": reduce, "steps": steps},
         extra=(baselines,), extra_specs=(tf.TensorSpec((None, *shape[1:]), tf.float32),),
     )  # fmt: skip
+
+
+def _integrated_gradients_step(prepared, *, reduce, steps):
+    def step(x, target, base):
+        _, classes = select_scores(prepared.model(x, training=False), target)
+        total = tf.zeros_like(x)
+        for k in tf.range(steps):
+            alpha = (tf.cast(k, tf.float32) + 0.5) / steps
+            total += _class_gradient(prepared, base + alpha * (x - base), classes)
+        return reduce_channels((x - base) * total / steps, reduce)
+
+    return step

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from saliency_detect._registry import Registry
 from saliency_detect.saliency._gradcam import grad_cam
 from saliency_detect.saliency._gradient import (
     deconvnet,
@@ -18,20 +18,34 @@ from saliency_detect.saliency._gradient import (
     smoothgrad,
 )
 
-_METHODS: dict[str, Callable[..., np.ndarray]] = {
-    "gradient": gradient,
-    "guided_backprop": guided_backprop,
-    "deconvnet": deconvnet,
-    "grad_cam": grad_cam,
-    "smoothgrad": smoothgrad,
-    "integrated_gradients": integrated_gradients,
-}
+#: Every method is called `method(model, x, **options)`: two inputs, then options.
+_METHODS = Registry(
+    "saliency method",
+    {
+        "gradient": gradient,
+        "guided_backprop": guided_backprop,
+        "deconvnet": deconvnet,
+        "grad_cam": grad_cam,
+        "smoothgrad": smoothgrad,
+        "integrated_gradients": integrated_gradients,
+    },
+    inputs=2,
+)
+#: Options every method takes at call time, never bound by `saliency_fn`.
 _SHARED = ("target", "labels", "batch_size")
 
 
-def available_methods() -> tuple[str, ...]:
-    """Return the names `saliency_fn` accepts."""
-    return tuple(_METHODS)
+def available_methods() -> dict[str, dict[str, Any]]:
+    """Return every saliency method's name with its keyword options and their defaults.
+
+    The same shape as `attacks.available_attacks()` and `models.available_models()`.
+
+    Examples:
+        >>> from saliency_detect.saliency import available_methods
+        >>> available_methods()["grad_cam"]
+        {'target': 'predicted', 'labels': None, 'batch_size': 64, 'layer': None, 'upsample': True}
+    """
+    return _METHODS.defaults()
 
 
 def saliency_fn(name: str, **kwargs: Any) -> Callable[..., np.ndarray]:
@@ -61,15 +75,8 @@ def saliency_fn(name: str, **kwargs: Any) -> Callable[..., np.ndarray]:
         >>> fn(mnist_net_f(), np.zeros((2, 28, 28, 1), np.float32)).shape
         (2, 28, 28)
     """
-    if name not in _METHODS:
-        raise ValueError(f"Unknown saliency method {name!r}. Expected one of: {', '.join(_METHODS)}.")
-    method = _METHODS[name]
-    options = [p for p in list(inspect.signature(method).parameters)[2:] if p not in _SHARED]
-    unknown = sorted(set(kwargs) - set(options))
-    if unknown:
-        raise TypeError(
-            f"Saliency method {name!r} takes the options {options}. Received unknown option(s): {unknown}"
-        )
+    method = _METHODS.lookup(name)
+    _METHODS.check_options(name, kwargs, reserved=_SHARED)
     bound = functools.partial(method, **kwargs)
     functools.update_wrapper(bound, method)
     return bound
