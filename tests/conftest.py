@@ -24,7 +24,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 #: are the integration tier; the rest is the fast tier:
 #: `pytest -m "not slow and not integration"`.
 _INTEGRATION_FIXTURES = {"trained_mnist_f", "shared_data", "page_runs"}
-_INTEGRATION_FILES = {"test_examples.py", "test_experiments.py", "test_distribute.py"}
+_INTEGRATION_FILES = {
+    "test_examples.py",
+    "test_pipeline.py",
+    "test_explain.py",
+    "test_detect.py",
+    "test_distribute.py",
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
@@ -94,3 +100,31 @@ def trained_mnist_f():
     from saliency_detect.models import pretrained
 
     return pretrained("mnist_net_f")
+
+
+@pytest.fixture(scope="session")
+def data(trained_mnist_f, mnist_sample):
+    """FGSM (ε 0.3) on 1,500 training and 400 test images of the sample, and ε 0.1 on the test images."""
+    from saliency_detect.attacks import fgsm
+
+    f = trained_mnist_f
+    x_train, x_test = mnist_sample.x_train[:1500], mnist_sample.x_test[:400]
+    return {
+        "x_train": x_train,
+        "x_train_adv": fgsm(f, x_train, eps=0.3),
+        "x_test": x_test,
+        "y_test": mnist_sample.y_test[:400],
+        "x_test_adv": fgsm(f, x_test, eps=0.3),
+        "x_test_weak": fgsm(f, x_test, eps=0.1),
+    }
+
+
+@pytest.fixture(scope="session")
+def detector(trained_mnist_f, data):
+    """A `SaliencyDetector` fitted 4 epochs on `data`'s 1,500 + 1,500 training images."""
+    from saliency_detect.detector import SaliencyDetector
+
+    det = SaliencyDetector(
+        trained_mnist_f, epochs=4, learning_rate=1e-3, cache_saliency=True, random_state=0, verbose=0
+    )
+    return det.fit(data["x_train"], data["x_train_adv"])

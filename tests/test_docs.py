@@ -29,8 +29,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
+REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 LANGUAGES = {"python", "bash", "toml", "text"}
 FENCE = re.compile(r"^[ \t]*```(?P<info>.*)$")

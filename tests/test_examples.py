@@ -1,7 +1,8 @@
 import subprocess
 import sys
+from pathlib import Path
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_train_classifier_example_runs(tmp_path):

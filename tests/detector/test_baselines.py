@@ -1,4 +1,4 @@
-"""GuardedClassifier, the baselines, detection reports, generalization matrices and the adaptive attack."""
+"""The baseline detectors: kernel density + uncertainty, LID, feature squeezing, Mahalanobis."""
 
 from __future__ import annotations
 
@@ -7,114 +7,16 @@ import pytest
 import tensorflow as tf
 from sklearn.exceptions import NotFittedError
 
-from saliency_detect.attacks import detector_aware, fgsm
 from saliency_detect.detector import (
     FeatureSqueezingDetector,
-    GuardedClassifier,
     KernelDensityDetector,
     LIDDetector,
     MahalanobisDetector,
     SaliencyDetector,
-    SaliencyFeatures,
 )
 from saliency_detect.evaluation import (
-    changed_images,
     detection_report,
-    detection_table,
-    generalization_matrix,
 )
-from saliency_detect.models import classifier_accuracy, load_model, mnist_net_f, save_model
-
-
-@pytest.fixture(scope="module")
-def data(trained_mnist_f, mnist_sample):
-    f = trained_mnist_f
-    x_train, x_test = mnist_sample.x_train[:1500], mnist_sample.x_test[:400]
-    return {
-        "x_train": x_train,
-        "x_train_adv": fgsm(f, x_train, eps=0.3),
-        "x_test": x_test,
-        "y_test": mnist_sample.y_test[:400],
-        "x_test_adv": fgsm(f, x_test, eps=0.3),
-        "x_test_weak": fgsm(f, x_test, eps=0.1),
-    }
-
-
-@pytest.fixture(scope="module")
-def detector(trained_mnist_f, data):
-    det = SaliencyDetector(
-        trained_mnist_f, epochs=4, learning_rate=1e-3, cache_saliency=True, random_state=0, verbose=0
-    )
-    return det.fit(data["x_train"], data["x_train_adv"])
-
-
-# ---------------------------------------------------------------- guard
-
-
-def test_guard_predicts_the_classifier_labels_and_the_detector_verdicts(trained_mnist_f, detector, data):
-    x = np.concatenate([data["x_test"][:50], data["x_test_adv"][:50]])
-    out = GuardedClassifier(trained_mnist_f, detector, batch_size=32).predict(x)
-    np.testing.assert_array_equal(out.labels, trained_mnist_f.predict(x, verbose=0).argmax(1))
-    np.testing.assert_allclose(out.scores, detector.predict_proba(x)[:, 1], rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(out.flags, detector.predict(x).astype(bool))
-    assert out.flags[50:].mean() > 0.8 > out.flags[:50].mean()
-
-
-def test_exported_saved_model_gives_the_same_scores(trained_mnist_f, detector, data, tmp_path):
-    guard = GuardedClassifier(trained_mnist_f, detector)
-    x = np.concatenate([data["x_test"][:40], data["x_test_adv"][:40]])
-    expected = guard.predict(x)
-    path = guard.export(tmp_path / "guard")
-    served = tf.saved_model.load(str(path))
-    out = served.serve(tf.constant(x))
-    np.testing.assert_allclose(out["adversarial_score"].numpy(), expected.scores, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(out["is_adversarial"].numpy(), expected.flags)
-    np.testing.assert_array_equal(out["logits"].numpy().argmax(1), expected.labels)
-    with pytest.raises(FileExistsError):
-        guard.export(path)
-
-
-def test_guard_saved_as_one_keras_file_reloads_in_safe_mode(trained_mnist_f, detector, data, tmp_path):
-    guard = GuardedClassifier(trained_mnist_f, detector)
-    path = save_model(guard.as_keras_model(), tmp_path / "guard.keras")
-    reloaded = load_model(path)
-    x = data["x_test_adv"][:40]
-    out = reloaded(x)
-    np.testing.assert_allclose(
-        out["adversarial_score"].numpy(), guard.predict(x).scores, rtol=1e-5, atol=1e-6
-    )
-
-
-def test_guard_with_a_softmax_classifier_reloads_its_copied_head(mnist_sample, tmp_path):
-    # A fused-softmax head is read through a copy of its weights; the reloaded artefact
-    # must refresh that copy from the loaded weights, not keep its initial values.
-    keras = pytest.importorskip("keras")
-    inputs = keras.Input((28, 28, 1))
-    hidden = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
-    f = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
-    x = mnist_sample.x_test[:64]
-    det = SaliencyDetector(f, epochs=1, verbose=0, random_state=0).fit(x, np.clip(x + 0.3, 0, 1))
-    guard = GuardedClassifier(f, det)
-    reloaded = load_model(save_model(guard.as_keras_model(), tmp_path / "g.keras"))
-    np.testing.assert_allclose(reloaded(x)["adversarial_score"].numpy(), guard.predict(x).scores, atol=1e-5)
-
-
-def test_guard_refuses_a_detector_for_another_classifier(detector):
-    with pytest.raises(ValueError, match="fitted for another classifier"):
-        GuardedClassifier(mnist_net_f(), detector)
-    with pytest.raises(NotFittedError):
-        GuardedClassifier(detector.classifier, SaliencyDetector(detector.classifier))
-    with pytest.raises(TypeError, match="must be a SaliencyDetector"):
-        GuardedClassifier(detector.classifier, "detector/")
-
-
-def test_guard_rejects_bad_images(trained_mnist_f, detector):
-    guard = GuardedClassifier(trained_mnist_f, detector)
-    with pytest.raises(ValueError, match="does not match the model's input"):
-        guard.predict(np.zeros((2, 28, 28, 3), np.float32))
-
-
-# ---------------------------------------------------------------- baselines
 
 
 @pytest.mark.parametrize(
@@ -340,133 +242,6 @@ def test_mahalanobis_refuses_bad_parameters(trained_mnist_f, data):
         MahalanobisDetector(trained_mnist_f).confidences(data["x_test"][:2])
 
 
-# ---------------------------------------------------------------- reports
-
-
-def test_detection_report_columns_are_consistent(trained_mnist_f, detector, data):
-    report = detection_report(
-        trained_mnist_f, detector, data["x_test"], data["y_test"], data["x_test_adv"], name="fgsm"
-    )
-    assert report.f_accuracy_clean == pytest.approx(
-        classifier_accuracy(trained_mnist_f, data["x_test"], data["y_test"])
-    )
-    assert report.f_accuracy_adversarial == pytest.approx(
-        classifier_accuracy(trained_mnist_f, data["x_test_adv"], data["y_test"])
-    )
-    assert report.d_accuracy_clean == pytest.approx(1 - detector.predict(data["x_test"]).mean())
-    # FGSM leaves an image whose loss gradient is exactly 0 unchanged: not an adversarial
-    # example, so not counted on D's adversarial side.
-    changed = changed_images(data["x_test"], data["x_test_adv"])
-    assert report.n_adversarial == changed.sum() and report.n_unchanged == (~changed).sum()
-    assert (
-        report.d_accuracy_adversarial
-        == report.tpr
-        == pytest.approx(detector.predict(data["x_test_adv"][changed]).mean())
-    )
-    clean_scores = detector.decision_function(data["x_test"])
-    at_most_5 = np.quantile(clean_scores, 0.95, method="higher")  # flags at most 5% of clean images
-    assert np.mean(clean_scores > at_most_5) <= 0.05
-    assert report.tpr_at_5_fpr >= np.mean(detector.decision_function(data["x_test_adv"]) > at_most_5)
-    assert report.to_dict()["n_clean"] == 400
-    table = detection_table([report, report])
-    assert table.count("| fgsm |") == 2 and "TPR @ 5% FPR" in report.to_markdown()
-
-
-def test_detection_report_rejects_mismatched_sets(trained_mnist_f, detector, data):
-    with pytest.raises(ValueError, match="one adversarial image per clean image"):
-        detection_report(trained_mnist_f, detector, data["x_test"], data["y_test"], data["x_test_adv"][:10])
-    with pytest.raises(ValueError, match="one label per image"):
-        detection_report(trained_mnist_f, detector, data["x_test"], data["y_test"][:5], data["x_test_adv"])
-
-
-def test_generalization_matrix_entries_match_reports(trained_mnist_f, detector, data, tmp_path):
-    image_only = SaliencyDetector(
-        trained_mnist_f, input_mode="image", epochs=2, learning_rate=1e-3, verbose=0
-    )
-    image_only.fit(data["x_train"], data["x_train_adv"])
-    detectors = {"saliency": detector, "image": image_only}
-    sets = {"fgsm 0.3": data["x_test_adv"], "fgsm 0.1": data["x_test_weak"]}
-    matrix = generalization_matrix(detectors, data["x_test"], sets)
-    assert matrix.values.shape == (2, 2) and matrix.test_labels == ("fgsm 0.3", "fgsm 0.1")
-    for i, det in enumerate(detectors.values()):
-        for j, x_adv in enumerate(sets.values()):
-            r = detection_report(trained_mnist_f, det, data["x_test"], data["y_test"], x_adv)
-            assert matrix.values[i, j] == pytest.approx((r.d_accuracy_clean + r.d_accuracy_adversarial) / 2)
-    rates = generalization_matrix(detectors, data["x_test"], sets, metric="detection_rate")
-    assert rates.values[0, 0] == pytest.approx(detector.predict(data["x_test_adv"]).mean())
-    text = matrix.to_csv(tmp_path / "m.csv")
-    assert (tmp_path / "m.csv").read_text() == text and text.splitlines()[0] == "trained_on,fgsm 0.3,fgsm 0.1"
-    assert "| saliency |" in matrix.to_markdown()
-    ax = matrix.plot()
-    assert len(ax.texts) == 4 and [t.get_text() for t in ax.get_xticklabels()] == list(matrix.test_labels)
-    with pytest.raises(ValueError, match="`metric` must be one of"):
-        generalization_matrix(detectors, data["x_test"], sets, metric="f1")
-
-
-# ---------------------------------------------------------------- adaptive attack
-
-
-def test_adaptive_attack_lowers_the_detection_rate_as_sigma_grows(trained_mnist_f, detector, data):
-    x = data["x_test"][:150]
-    rates = []
-    for sigma in (0.0, 1.0):
-        x_adv = detector_aware(trained_mnist_f, x, eps=0.3, detector=detector, sigma=sigma, nb_iter=10)
-        assert np.abs(x_adv - x).max() <= 0.3 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
-        rates.append(detector.predict(x_adv).mean())
-    assert rates[1] < rates[0] - 0.2, rates
-
-
-def test_adaptive_attack_with_sigma_zero_is_bim(trained_mnist_f, detector, data):
-    from saliency_detect.attacks import bim
-
-    x = data["x_test"][:32]
-    np.testing.assert_allclose(
-        detector_aware(trained_mnist_f, x, eps=0.1, detector=detector, sigma=0.0, nb_iter=5),
-        bim(trained_mnist_f, x, eps=0.1, nb_iter=5),
-        atol=1e-6,
-    )
-
-
-def test_adaptive_attack_differentiates_through_the_saliency():
-    # With a smooth classifier the saliency depends on the image, so the detector's
-    # gradient must include the second-order term: compare with finite differences.
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((4, 4, 1))
-    hidden = keras.layers.Dense(8, activation="tanh")(keras.layers.Flatten()(inputs))
-    f = keras.Model(inputs, keras.layers.Dense(3)(hidden))
-    layer = SaliencyFeatures(f, input_mode="saliency")
-    w = tf.constant(np.random.default_rng(1).normal(size=(1, 4, 4, 1)), tf.float32)
-
-    def score(x):
-        return tf.reduce_sum(layer(x) * w)
-
-    x = tf.constant(np.random.default_rng(2).random((1, 4, 4, 1)), tf.float32)
-    from saliency_detect._gradients import score_gradients
-
-    grad = score_gradients(lambda z: (tf.reshape(score(z), [1]), ()), x)[2][0].numpy()
-    assert np.abs(grad).max() > 1e-3
-    h = 1e-2
-    for index in [(0, 0, 0, 0), (0, 1, 2, 0), (0, 3, 3, 0)]:
-        step = np.zeros(x.shape, np.float32)
-        step[index] = h
-        numeric = (score(x + step) - score(x - step)).numpy() / (2 * h)
-        assert grad[index] == pytest.approx(numeric, rel=2e-2, abs=2e-4)
-
-
-def test_adaptive_attack_rejects_bad_arguments(trained_mnist_f, detector, data):
-    x = data["x_test"][:2]
-    with pytest.raises(ValueError, match=r"`sigma` must be a weight in \[0, 1\]"):
-        detector_aware(trained_mnist_f, x, eps=0.1, detector=detector, sigma=1.5)
-    with pytest.raises(TypeError, match=r"`detector` must be a detector of saliency_detect\.detector"):
-        detector_aware(trained_mnist_f, x, eps=0.1, detector="det/")  # a path is not a detector
-    with pytest.raises(ValueError, match="`eps` must be a positive number"):
-        detector_aware(trained_mnist_f, x, eps=0.0, detector=detector)
-    with pytest.raises(NotFittedError):
-        detector_aware(trained_mnist_f, x, eps=0.1, detector=SaliencyDetector(trained_mnist_f))
-
-
 def test_lid_streams_activations_batch_by_batch(trained_mnist_f, monkeypatch):
     # Full-scale runs (120,000 MNIST images) ran out of memory holding every layer's
     # activations at once; LIDs are now computed per batch, and only the reference batch's
@@ -494,25 +269,6 @@ def test_lid_streams_activations_batch_by_batch(trained_mnist_f, monkeypatch):
     np.testing.assert_allclose(det._lids(x[:130]), lids, rtol=1e-4)
 
 
-def test_detection_report_leaves_unchanged_pairs_out_of_the_adversarial_side(trained_mnist_f, detector, data):
-    x, y, x_adv = data["x_test"][:40], data["y_test"][:40], data["x_test_adv"][:40].copy()
-    x_adv[:10] = x[:10]  # the attack "returned" ten clean images as they were
-    report = detection_report(trained_mnist_f, detector, x, y, x_adv)
-    assert report.n_unchanged == 10 and report.n_adversarial == 30 and report.n_clean == 40
-    assert report.tpr == pytest.approx(detector.predict(x_adv[10:]).mean())
-    # f's accuracy under attack still counts every image.
-    assert report.f_accuracy_adversarial == pytest.approx(classifier_accuracy(trained_mnist_f, x_adv, y))
-    with pytest.raises(ValueError, match="the attack changed nothing"):
-        detection_report(trained_mnist_f, detector, x, y, x.copy())
-
-
-def test_fit_warns_about_pairs_the_attack_left_unchanged(trained_mnist_f, data):
-    x, x_adv = data["x_train"][:64], data["x_train_adv"][:64].copy()
-    x_adv[:5] = x[:5]
-    with pytest.warns(UserWarning, match="5 of the 64 images of `x_adv` equal their clean image"):
-        SaliencyDetector(trained_mnist_f, epochs=1, verbose=0).fit(x, x_adv)
-
-
 def test_dropout_split_recomposes_the_model(trained_mnist_f):
     import keras
 
@@ -527,10 +283,3 @@ def test_dropout_split_recomposes_the_model(trained_mnist_f):
     plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     identity, whole = _dropout_split(plain)
     assert whole is plain and identity(np.ones((1, 3))).shape == (1, 3)
-
-
-def test_changed_images_needs_paired_sets():
-    with pytest.raises(
-        ValueError, match=r"pair one image with each clean image: expected shape \(3, 2, 2, 1\)"
-    ):
-        changed_images(np.zeros((3, 2, 2, 1)), np.zeros((2, 2, 2, 1)))

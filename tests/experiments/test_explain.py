@@ -1,0 +1,144 @@
+"""The attention analysis (`explain`): its controls, measures, outputs and command."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from saliency_detect.experiments import AttackSpec
+
+
+def test_control_moves_the_perturbation_to_random_pixels():
+    from saliency_detect.experiments._explain import _near, _shuffled_perturbation
+
+    rng = np.random.default_rng(0)
+    x = np.full((3, 8, 8, 1), 0.5, np.float32)
+    x_adv = x.copy()
+    x_adv[:, 2, 3] = 0.9
+    x_adv[:, 5, 5] = 0.1
+    control = _shuffled_perturbation(x, x_adv, rng)
+    changed = np.abs(control - x).max(-1) > 1e-6
+    assert (changed.sum(axis=(1, 2)) == 2).all()  # same L0
+    assert np.allclose(
+        np.sort(np.abs(control - x).reshape(3, -1), axis=1), np.sort(np.abs(x_adv - x).reshape(3, -1), axis=1)
+    )
+    near = _near(x, x_adv, radius=1)
+    assert near.shape == (3, 8, 8) and near.sum(axis=(1, 2)).tolist() == [18, 18, 18]  # two 3x3 squares
+    assert near[0, 1:4, 2:5].all() and not near[0, 0, 0]
+    assert _near(x, x_adv, radius=0).sum(axis=(1, 2)).tolist() == [2, 2, 2]
+
+
+def test_near_perturbation_is_not_applicable_when_the_perturbation_is_everywhere():
+    from saliency_detect.experiments._explain import _measures, _not_applicable
+
+    rng = np.random.default_rng(0)
+    x = np.full((2, 8, 8, 1), 0.5, np.float32)
+    sparse = x.copy()
+    sparse[:, 2, 3] = 0.9  # one pixel: its 3x3 neighbourhood is 9 of 64 pixels
+    dense = np.clip(x + rng.choice([-0.03, 0.03], x.shape), 0, 1).astype(np.float32)  # every pixel, as PGD
+    maps = {k: rng.random((2, 8, 8)) for k in ("gb_predicted", "gb_true", "cam_true", "cam_predicted")}
+    other = {k: rng.random((2, 8, 8)) for k in maps}
+    few = _measures(maps, other, x, sparse, radius=1, fraction=0.1)
+    assert np.isfinite(few["attention_near_perturbation"]).all()
+    assert _not_applicable("attention_near_perturbation", few) is None
+    everywhere = _measures(maps, other, x, dense, radius=1, fraction=0.1)
+    assert np.isnan(everywhere["attention_near_perturbation"]).all()
+    reason = _not_applicable("attention_near_perturbation", everywhere)
+    assert reason.startswith("the pixels within the radius of a perturbed pixel cover 100% of each image")
+    assert _not_applicable("entropy_change", everywhere) is None
+    # The control of the adversarial-class overlap can be given its own map (same class pair, clean image).
+    pair = rng.random((2, 8, 8))
+    controlled = _measures(maps, other, x, sparse, radius=1, fraction=0.1, adversarial_class_map=pair)
+    direct = _measures(maps, {**other, "cam_predicted": pair}, x, sparse, radius=1, fraction=0.1)
+    np.testing.assert_array_equal(
+        controlled["gradcam_overlap_adversarial_class"], direct["gradcam_overlap_adversarial_class"]
+    )
+    assert not np.array_equal(
+        controlled["gradcam_overlap_adversarial_class"], few["gradcam_overlap_adversarial_class"]
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_explain(tmp_path_factory, tiny_explain):
+    from saliency_detect.experiments import run_explain
+
+    out = tmp_path_factory.mktemp("explain")
+    config = tiny_explain()
+    return config, out, run_explain(config, out, verbose=0)
+
+
+def test_explain_writes_the_claims_table_and_figures(finished_explain):
+    from saliency_detect.experiments import MEASURES
+
+    config, out, results = finished_explain
+    assert json.loads((out / "results.json").read_text()) == results
+    assert results["experiment"] == "attention" and results["config"] == config.to_dict()
+    for label in ("pixel_attack", "pgd"):
+        info = results["attacks"][label]
+        assert info["n_attacked"] == 40 and 0 <= info["n_analysed"] <= 40
+        if info["n_analysed"]:
+            assert set(info["measures"]) == set(MEASURES)
+            for m in info["measures"].values():
+                for side in ("attack", "control"):
+                    assert m[side]["n"] <= info["n_analysed"]
+                    if m[side]["n"] > 1:
+                        assert m[side]["low"] <= m[side]["mean"] <= m[side]["high"]
+    pgd = results["attacks"]["pgd"]
+    assert pgd["mean_linf"] <= 0.3 + 1e-6 and pgd["n_analysed"] > 5
+    # Grad-CAM of a clean image overlaps itself fully for an unchanged image: the control's
+    # overlap must stay within [0, 1]; PGD's true-class maps move more than the control's.
+    overlap = pgd["measures"]["gradcam_overlap_true_class"]
+    assert 0.0 <= overlap["attack"]["mean"] <= 1.0 and 0.0 <= overlap["control"]["mean"] <= 1.0
+    # PGD changes every pixel: "near the perturbation" is no region, and the table says so.
+    near = pgd["measures"]["attention_near_perturbation"]
+    assert near["attack"]["n"] == 0
+    assert re.match(
+        r"the pixels within the radius .* cover \d+% of each image \(more than 50%\)", near["not_applicable"]
+    )
+    pixel = results["attacks"]["pixel_attack"]
+    if pixel["n_analysed"]:
+        assert "not_applicable" not in pixel["measures"]["attention_near_perturbation"]
+    tables = (out / "tables.md").read_text()
+    assert tables.startswith("# Attention under attack") and "| pgd | entropy_change |" in tables
+    assert "| pgd | attention_near_perturbation | n/a: the pixels within the radius" in tables
+    assert (out / "attention_pgd.png").read_bytes().startswith(b"\x89PNG")
+    page = (out / "report.html").read_text()
+    assert page.count('<img src="data:image/png;base64,') == len(list(out.glob("attention_*.png")))
+
+
+def test_explain_command_uses_flags_over_config(tmp_path, capsys, tiny_explain):
+    from saliency_detect.cli import main
+    from saliency_detect.cli._experiment import config_from_args
+    from saliency_detect.cli._main import build_parser
+
+    path = tiny_explain().save(tmp_path / "e.json")
+    args = build_parser().parse_args(
+        ["explain", "--config", str(path), "--attacks", "fgsm=0.2", "--n-images", "10"]
+    )
+    config = config_from_args(args)
+    assert (
+        config.attacks == (AttackSpec("fgsm", eps=0.2),)
+        and config.n_images == 10
+        and config.train_size == 500
+    )
+    out = tmp_path / "out"
+    argv = [
+        "explain",
+        "--config",
+        str(path),
+        "--attacks",
+        "fgsm=0.3",
+        "--n-images",
+        "10",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "# Attention under attack" in printed and "| fgsm | attention_near_perturbation |" in printed
+    assert main(["explain", "--attacks", "pgd", "--out", str(out)]) == 2
+    assert "needs `eps`" in capsys.readouterr().err
