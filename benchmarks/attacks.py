@@ -155,9 +155,7 @@ def main():
 
     # C&W L2: 3 binary-search steps x 10 iterations, 8 images.
     xs, ys = x[:8], y[:8]
-    t_ours, adv = timed(
-        lambda: attacks.carlini_wagner_l2(model, xs, ys, binary_search_steps=3, nb_iter=10)
-    )
+    t_ours, adv = timed(lambda: attacks.carlini_wagner_l2(model, xs, ys, binary_search_steps=3, nb_iter=10))
     s_ours = success(adv, ys)
     art_cw = CarliniL2Method(classifier, binary_search_steps=3, max_iter=10, verbose=False)
     t_art, adv = timed(lambda: art_cw.generate(xs, y=np.eye(10)[ys]))

@@ -27,12 +27,12 @@ REQUIRED: Any = _Required()
 def keyword_defaults(fn: Callable, *, inputs: int) -> dict[str, Any]:
     """Every parameter of `fn` after its first `inputs` ones, with its default or `REQUIRED`."""
     parameters = [
-        p for p in inspect.signature(fn).parameters.values()
+        p
+        for p in inspect.signature(fn).parameters.values()
         if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     ]
     return {
-        p.name: (REQUIRED if p.default is inspect.Parameter.empty else p.default)
-        for p in parameters[inputs:]
+        p.name: (REQUIRED if p.default is inspect.Parameter.empty else p.default) for p in parameters[inputs:]
     }
 
 

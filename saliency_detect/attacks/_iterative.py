@@ -95,8 +95,15 @@ def projected_gradient(
     low, high = float(clip_range[0]), float(clip_range[1])
 
     constants = {
-        "norm": norm, "low": low, "high": high, "targeted": targeted, "nb_iter": nb_iter,
-        "rand_init": rand_init, "restarts": restarts, "loss": loss, "confidence": confidence,
+        "norm": norm,
+        "low": low,
+        "high": high,
+        "targeted": targeted,
+        "nb_iter": nb_iter,
+        "rand_init": rand_init,
+        "restarts": restarts,
+        "loss": loss,
+        "confidence": confidence,
         "objective": objective,
     }
     n = len(x)

@@ -104,14 +104,28 @@ def carlini_wagner_l2(
     score, threshold = detector_score(detector) if detector is not None and weight > 0 else (None, 0.0)
     low, high = float(clip_range[0]), float(clip_range[1])
     constants = {
-        "low": low, "high": high, "targeted": targeted, "kappa": kappa, "learning_rate": learning_rate,
-        "binary_search_steps": binary_search_steps, "nb_iter": nb_iter, "initial_const": initial_const,
-        "abort_early": bool(abort_early), "score": score, "threshold": threshold, "weight": weight,
+        "low": low,
+        "high": high,
+        "targeted": targeted,
+        "kappa": kappa,
+        "learning_rate": learning_rate,
+        "binary_search_steps": binary_search_steps,
+        "nb_iter": nb_iter,
+        "initial_const": initial_const,
+        "abort_early": bool(abort_early),
+        "score": score,
+        "threshold": threshold,
+        "weight": weight,
     }
     # A step holding a detector is compiled for this call only: the per-model cache must
     # not keep the detector alive.
     return run_compiled(
-        prepared, x, labels, build=_carlini_wagner_step, constants=constants, cache=score is None,
+        prepared,
+        x,
+        labels,
+        build=_carlini_wagner_step,
+        constants=constants,
+        cache=score is None,
         batch_size=batch_size,
     )
 

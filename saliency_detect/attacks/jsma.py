@@ -254,8 +254,13 @@ def jsma(
     increase = theta > 0
 
     constants = {
-        "low": low, "high": high, "targeted": bool(targeted), "step_size": step_size,
-        "increase": bool(increase), "max_changes": max_changes, "probabilities": probabilities,
+        "low": low,
+        "high": high,
+        "targeted": bool(targeted),
+        "step_size": step_size,
+        "increase": bool(increase),
+        "max_changes": max_changes,
+        "probabilities": probabilities,
     }
     return run_compiled(prepared, x, labels, build=_jsma_step, constants=constants, batch_size=batch_size)
 

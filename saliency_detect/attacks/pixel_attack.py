@@ -82,8 +82,14 @@ def pixel_attack(
     low, high = float(clip_range[0]), float(clip_range[1])
     images_per_call = max(1, min(batch_size, _EVALUATIONS_PER_CALL // popsize))
     constants = {
-        "image_shape": tuple(int(d) for d in x.shape[1:]), "low": low, "high": high, "targeted": targeted,
-        "pixels": pixels, "popsize": popsize, "nb_iter": nb_iter, "mutation": mutation,
+        "image_shape": tuple(int(d) for d in x.shape[1:]),
+        "low": low,
+        "high": high,
+        "targeted": targeted,
+        "pixels": pixels,
+        "popsize": popsize,
+        "nb_iter": nb_iter,
+        "mutation": mutation,
     }
     return run_compiled(
         prepared, x, labels, build=_pixel_attack_step, constants=constants, batch_size=images_per_call,

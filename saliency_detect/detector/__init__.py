@@ -12,13 +12,14 @@
 - `harden`: refit any of them on adversarial images crafted against it by the joint
   adaptive attack (Metzen et al. 2017's dynamic adversary training).
 
-Every detector follows scikit-learn's estimator contract: parameters stored as given
-and checked in `fit`, `fit` returns `self`, fitted state ends in `_`, and
+Every detector follows scikit-learn's estimator contract (`fit(X, y)` with one 0/1 label
+per image; `fit(x_clean, x_adv)` is shorthand for `fit(*stack_pairs(x_clean, x_adv))`):
+parameters stored as given and checked in `fit`, `fit` returns `self`, fitted state ends in `_`, and
 `predict` / `predict_proba` / `decision_function` / `score` / `calibrate` raise
 `sklearn.exceptions.NotFittedError` before `fit`. Class 1 is "adversarial".
 """
 
-from saliency_detect.detector._base import balanced_threshold
+from saliency_detect.detector._base import balanced_threshold, stack_pairs
 from saliency_detect.detector._baselines import KernelDensityDetector, LIDDetector
 from saliency_detect.detector._detector import RECIPES, SaliencyDetector, default_detector
 from saliency_detect.detector._features import DETECTOR_SALIENCY, INPUT_MODES, SaliencyFeatures
@@ -50,4 +51,5 @@ __all__ = [
     "default_detector",
     "harden",
     "median_smoothing",
+    "stack_pairs",
 ]

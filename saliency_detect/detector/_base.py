@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
+from sklearn.base import ClassifierMixin
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
@@ -37,21 +38,10 @@ def split_fit_data(
             "`fit` needs the adversarial examples: call `fit(x_clean, x_adv)` with two image "
             "batches, or `fit(x, is_adversarial)` with one 0/1 label per image."
         )
-    x = check_images(X, name="x_clean", clip_range=clip_range, expected_shape=expected_shape)
     y_array = y.numpy() if hasattr(y, "numpy") and not isinstance(y, np.ndarray) else np.asarray(y)
     if y_array.ndim == 4:
-        x_adv = check_images(y_array, name="x_adv", clip_range=clip_range, expected_shape=x.shape[1:])
-        if x_adv.shape == x.shape:
-            same = int(np.count_nonzero(~(x != x_adv).reshape(len(x), -1).any(axis=1)))
-            if same:
-                warnings.warn(
-                    f"{same} of the {len(x)} images of `x_adv` equal their clean image in `x_clean` (the "
-                    "attack changed nothing, e.g. f already misclassified them); they are fitted as "
-                    "adversarial all the same. Drop them first (`evaluation.changed_images`).",
-                    stacklevel=3,
-                )
-        labels = np.concatenate([np.zeros(len(x), np.int64), np.ones(len(x_adv), np.int64)])
-        return np.concatenate([x, x_adv]), labels
+        return _stack_pairs(X, y_array, clip_range=clip_range, expected_shape=expected_shape, stacklevel=4)
+    x = check_images(X, name="x", clip_range=clip_range, expected_shape=expected_shape)
     labels = check_binary_labels(y_array, n=len(x))
     if labels.min() == labels.max():
         raise ValueError(
@@ -59,6 +49,59 @@ def split_fit_data(
             f"Received only {int(labels[0])}s."
         )
     return x, labels
+
+
+def stack_pairs(
+    x_clean: ArrayLike, x_adv: ArrayLike, *, clip_range: tuple[float, float] | None = (0.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn clean and adversarial image batches into scikit-learn's `(X, y)`.
+
+    `X` is the clean images followed by the adversarial ones; `y` is 0 for each clean
+    image and 1 for each adversarial one. `detector.fit(x_clean, x_adv)` is
+    `detector.fit(*stack_pairs(x_clean, x_adv))`; use this form with scikit-learn's tools
+    (`cross_val_score`, `train_test_split`, ...). Warns when an adversarial image equals
+    its clean twin (the attack changed nothing): it would be labelled adversarial all the
+    same.
+
+    Args:
+        x_clean: clean images (N, H, W, C).
+        x_adv: adversarial images (M, H, W, C) of the same image shape, usually the
+            clean ones attacked (M = N).
+        clip_range: `(low, high)` the pixel values must lie in, or None to skip.
+
+    Returns:
+        `(X, y)`: float32 images (N + M, H, W, C) and int64 labels (N + M,).
+
+    Raises:
+        ValueError: for invalid images or batches of different image shapes.
+
+    Examples:
+        >>> import numpy as np
+        >>> from saliency_detect.detector import stack_pairs
+        >>> x = np.zeros((3, 28, 28, 1), np.float32)
+        >>> X, y = stack_pairs(x, x + 0.1)
+        >>> X.shape, y.tolist()
+        ((6, 28, 28, 1), [0, 0, 0, 1, 1, 1])
+    """
+    return _stack_pairs(x_clean, x_adv, clip_range=clip_range, expected_shape=None, stacklevel=3)
+
+
+def _stack_pairs(
+    x_clean, x_adv, *, clip_range, expected_shape, stacklevel: int
+) -> tuple[np.ndarray, np.ndarray]:
+    x = check_images(x_clean, name="x_clean", clip_range=clip_range, expected_shape=expected_shape)
+    x_adv = check_images(x_adv, name="x_adv", clip_range=clip_range, expected_shape=x.shape[1:])
+    if x_adv.shape == x.shape:
+        same = int(np.count_nonzero(~(x != x_adv).reshape(len(x), -1).any(axis=1)))
+        if same:
+            warnings.warn(
+                f"{same} of the {len(x)} images of `x_adv` equal their clean image in `x_clean` (the "
+                "attack changed nothing, e.g. f already misclassified them); they are fitted as "
+                "adversarial all the same. Drop them first (`evaluation.changed_images`).",
+                stacklevel=stacklevel,
+            )
+    labels = np.concatenate([np.zeros(len(x), np.int64), np.ones(len(x_adv), np.int64)])
+    return np.concatenate([x, x_adv]), labels
 
 
 def check_binary_labels(y, *, n: int, name: str = "is_adversarial") -> np.ndarray:
@@ -159,14 +202,14 @@ class Detector(Protocol):
         ...
 
 
-class BinaryDetectorMixin:
+class BinaryDetectorMixin(ClassifierMixin):
     """`predict_proba`, `predict`, `score` and `calibrate` from `decision_function`.
 
     The threshold `threshold_` is on the `decision_function` scale: an image is flagged
-    when its score is above it. 0 (the fitted default) is probability 0.5.
+    when its score is above it. 0 (the fitted default) is probability 0.5. A detector is
+    a binary classifier to scikit-learn (`ClassifierMixin`'s tags), so its model
+    selection tools split clean and adversarial images in proportion (stratified folds).
     """
-
-    _estimator_type = "classifier"
 
     def __sklearn_clone__(self):
         """An unfitted detector with the same parameters (`sklearn.base.clone` calls this).

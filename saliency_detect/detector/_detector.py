@@ -371,6 +371,33 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         """
         self._check_params()
         strategy = resolve_strategy(self.strategy, self.classifier)
+        train, validation, clean_sample, image_shape = self._training_data(X, y, validation_data, strategy)
+        if self.random_state is not None:
+            keras.utils.set_random_seed(int(self.random_state))
+        with strategy.scope():
+            model, detector, scale, train, validation = self._training_model(
+                clean_sample, image_shape, train, validation
+            )
+        history, stopper = self._train(model, train, validation, strategy, backup_dir, callbacks)
+        self._set_fitted(detector, scale=scale, threshold=0.0, image_shape=image_shape)
+        self.history_ = {key: [float(v) for v in values] for key, values in history.history.items()}
+        self.n_epochs_ = len(self.history_.get("loss", []))
+        # EarlyStopping restores the weights of its best epoch (improved by more than `tol`).
+        self.best_epoch_ = stopper.best_epoch + 1 if stopper is not None else self.n_epochs_
+        if self._recipe_value("threshold_rule") == "balanced_accuracy" and validation is not None:
+            with dataset_errors(self.clip_range):
+                scores, labels = _scores_and_labels(model, validation, self.batch_size)
+            self.threshold_ = balanced_threshold(scores, labels)
+            self.threshold_source_ = "validation balanced accuracy"
+        return self
+
+    def _training_data(self, X, y, validation_data, strategy):
+        """`fit`'s data as Keras takes it: `(train, validation, a sample of clean images, image shape)`.
+
+        Arrays are shuffled with `random_state`, split into training and validation images
+        (`validation_split`, unless `validation_data` is given) and cut to a whole number of
+        global batches under a multi-replica strategy; datasets are scanned and checked.
+        """
         image_shape = model_image_shape(self.classifier)
         if isinstance(X, tf.data.Dataset):
             if y is not None:
@@ -380,78 +407,68 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             train, validation = self._checked_datasets(X, validation_data, image_shape)
             with dataset_errors(self.clip_range):
                 clean_sample = _clean_sample_from_dataset(train)
-            image_shape = tuple(clean_sample.shape[1:])
-        else:
-            if isinstance(validation_data, tf.data.Dataset):
-                validation_data = self._checked_datasets(None, validation_data, image_shape)[1]
-            x, labels = split_fit_data(X, y, clip_range=self.clip_range, expected_shape=image_shape)
-            image_shape = tuple(x.shape[1:])
-            order = np.random.default_rng(self.random_state).permutation(len(x))
-            x, labels = x[order], labels[order]
-            n_val = round(len(x) * self.validation_split) if validation_data is None else 0
-            validation = (x[:n_val], labels[:n_val]) if n_val else validation_data
-            rows = n_val + training_rows(strategy, self.batch_size, len(x) - n_val)
-            x, labels = x[n_val:rows], labels[n_val:rows]
-            train = (x, labels)
-            clean_sample = x[labels == 0][:_SCALE_SAMPLE]
-        if self.random_state is not None:
-            keras.utils.set_random_seed(int(self.random_state))
+            return train, validation, clean_sample, tuple(clean_sample.shape[1:])
+        if isinstance(validation_data, tf.data.Dataset):
+            validation_data = self._checked_datasets(None, validation_data, image_shape)[1]
+        x, labels = split_fit_data(X, y, clip_range=self.clip_range, expected_shape=image_shape)
+        order = np.random.default_rng(self.random_state).permutation(len(x))
+        x, labels = x[order], labels[order]
+        n_val = round(len(x) * self.validation_split) if validation_data is None else 0
+        validation = (x[:n_val], labels[:n_val]) if n_val else validation_data
+        rows = n_val + training_rows(strategy, self.batch_size, len(x) - n_val)
+        x, labels = x[n_val:rows], labels[n_val:rows]
+        return (x, labels), validation, x[labels == 0][:_SCALE_SAMPLE], tuple(x.shape[1:])
 
-        with strategy.scope():
-            scale = self._fit_scale(clean_sample)
-            features = SaliencyFeatures(
-                self.classifier,
-                saliency=self.saliency,
-                input_mode=self.input_mode,
-                scale=scale,
-                normalization=self._recipe_value("normalization"),
-            )
-            feature_shape = tuple(features.compute_output_shape((None, *image_shape))[1:])
-            detector = self._build_detector(feature_shape)
-            if self.cache_saliency:
-                # D alone, on detector inputs computed once.
-                model = detector
-                with dataset_errors(self.clip_range):
-                    train, validation = (
-                        _precompute(features, train, self.batch_size),
-                        _precompute(features, validation, self.batch_size),
-                    )
-            else:
-                inputs = keras.Input(image_shape, name="image")
-                model = keras.Model(inputs, detector(features(inputs)), name="saliency_detector")
-            model.compile(
-                optimizer=keras.optimizers.Adam(float(self._recipe_value("learning_rate"))),
-                loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
-            )
-        all_callbacks = (
-            [] if backup_dir is None else [keras.callbacks.BackupAndRestore(str(Path(backup_dir)))]
+    def _training_model(self, clean_sample, image_shape, train, validation):
+        """D and the compiled model Keras trains, with the data in that model's input form.
+
+        With `cache_saliency` Keras trains D alone on detector inputs computed once (so the
+        data become those inputs); otherwise the saliency layer and D in one model.
+        Returns `(model, D, saliency scale, train, validation)`.
+        """
+        scale = self._fit_scale(clean_sample)
+        features = SaliencyFeatures(
+            self.classifier,
+            saliency=self.saliency,
+            input_mode=self.input_mode,
+            scale=scale,
+            normalization=self._recipe_value("normalization"),
         )
+        feature_shape = tuple(features.compute_output_shape((None, *image_shape))[1:])
+        detector = self._build_detector(feature_shape)
+        if self.cache_saliency:
+            model = detector
+            with dataset_errors(self.clip_range):
+                train = _precompute(features, train, self.batch_size)
+                validation = _precompute(features, validation, self.batch_size)
+        else:
+            inputs = keras.Input(image_shape, name="image")
+            model = keras.Model(inputs, detector(features(inputs)), name="saliency_detector")
+        model.compile(
+            optimizer=keras.optimizers.Adam(float(self._recipe_value("learning_rate"))),
+            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
+        )
+        return model, detector, scale, train, validation
+
+    def _train(self, model, train, validation, strategy, backup_dir, callbacks):
+        """Keras's `fit` with the recipe's callbacks, f frozen; returns the history and the early stopper."""
+        backup = [] if backup_dir is None else [keras.callbacks.BackupAndRestore(str(Path(backup_dir)))]
         recipe_callbacks = self._training_callbacks(validation is not None)
-        all_callbacks += recipe_callbacks + list(callbacks or [])
-        fit_args = {"x": train} if isinstance(train, tf.data.Dataset) else {"x": train[0], "y": train[1]}
+        is_dataset = isinstance(train, tf.data.Dataset)
+        fit_args = {"x": train} if is_dataset else {"x": train[0], "y": train[1]}
         with _frozen(self.classifier), fitting_under(strategy), dataset_errors(self.clip_range):
             history = model.fit(
                 **fit_args,
-                batch_size=None if isinstance(train, tf.data.Dataset) else self.batch_size,
+                batch_size=None if is_dataset else self.batch_size,
                 epochs=int(self._recipe_value("epochs")),
                 validation_data=validation,
-                callbacks=all_callbacks,
-                shuffle=not isinstance(train, tf.data.Dataset),  # a dataset comes shuffled or not
+                callbacks=backup + recipe_callbacks + list(callbacks or []),
+                shuffle=not is_dataset,  # a dataset comes shuffled or not
                 verbose=self.verbose,
             )
-        self._set_fitted(detector, scale=scale, threshold=0.0, image_shape=image_shape)
-        self.history_ = {key: [float(v) for v in values] for key, values in history.history.items()}
-        self.n_epochs_ = len(self.history_.get("loss", []))
-        stopper = [c for c in recipe_callbacks if isinstance(c, keras.callbacks.EarlyStopping)]
-        # EarlyStopping restores the weights of its best epoch (improved by more than `tol`).
-        self.best_epoch_ = stopper[0].best_epoch + 1 if stopper else self.n_epochs_
-        if self._recipe_value("threshold_rule") == "balanced_accuracy" and validation is not None:
-            with dataset_errors(self.clip_range):
-                scores, labels = _scores_and_labels(model, validation, self.batch_size)
-            self.threshold_ = balanced_threshold(scores, labels)
-            self.threshold_source_ = "validation balanced accuracy"
-        return self
+        stoppers = [c for c in recipe_callbacks if isinstance(c, keras.callbacks.EarlyStopping)]
+        return history, (stoppers[0] if stoppers else None)
 
     def _checked_datasets(self, train, validation, image_shape):
         """Scan the datasets given to `fit` (refusing bad batches) and keep checking them in the pipeline."""

@@ -139,7 +139,6 @@ def grad_cam_layers(
     return dict(zip(names, maps, strict=True))
 
 
-
 def _grad_cam_step(prepared, *, names, upsample):
     feature_model = prepared.feature_model(names)
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import cross_val_score
 
 from saliency_detect.detector import (
     FeatureSqueezingDetector,
@@ -21,13 +22,17 @@ from saliency_detect.detector import (
     LIDDetector,
     MahalanobisDetector,
     SaliencyDetector,
+    stack_pairs,
 )
 from saliency_detect.models import mnist_net_f
 
 #: Each detector's class and the parameters the suite builds it with (small and fast).
 DETECTORS = {
     "saliency": (SaliencyDetector, {"epochs": 1, "verbose": 0, "random_state": 0}),
-    "image_only": (SaliencyDetector, {"input_mode": "image", "recipe": "paper", "epochs": 1, "verbose": 0}),
+    "image_only": (
+        SaliencyDetector,
+        {"input_mode": "image", "recipe": "paper", "epochs": 1, "verbose": 0, "random_state": 0},
+    ),
     "kernel_density": (KernelDensityDetector, {"mc_samples": 4, "random_state": 0}),
     "lid": (LIDDetector, {"k": 5, "n_reference": 20, "random_state": 0}),
     "mahalanobis": (MahalanobisDetector, {"random_state": 0}),
@@ -160,6 +165,33 @@ def test_clone_gives_an_unfitted_detector_with_the_same_parameters(fitted):
             assert copied[key] == value, (name, key)
     with pytest.raises(NotFittedError):
         copy.decision_function(np.zeros((1, 28, 28, 1), np.float32))
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_the_pairs_form_is_the_labelled_form(classifier, images, name):
+    # fit(x_clean, x_adv) is fit(*stack_pairs(x_clean, x_adv)): the same scores after either.
+    x_eval = np.concatenate([images[0][:8], images[1][:8]])
+    by_pairs = make(name, classifier).fit(*images).decision_function(x_eval)
+    by_labels = make(name, classifier).fit(*stack_pairs(*images)).decision_function(x_eval)
+    np.testing.assert_allclose(by_pairs, by_labels, rtol=1e-5, atol=1e-5)
+
+
+def test_stack_pairs_labels_and_checks_its_batches(images):
+    X, y = stack_pairs(*images)
+    assert X.shape == (128, 28, 28, 1) and X.dtype == np.float32 and y.dtype == np.int64
+    assert y.tolist() == [0] * 64 + [1] * 64 and np.array_equal(X[64:], images[1])
+    with pytest.raises(ValueError, match="x_adv"):
+        stack_pairs(images[0], images[1][..., :0])
+    with pytest.warns(UserWarning, match="2 of the 64 images of `x_adv` equal their clean image"):
+        stack_pairs(images[0], np.concatenate([images[0][:2], images[1][2:]]))
+
+
+def test_scikit_learn_tools_take_every_detector(classifier, images):
+    # The labelled form is what scikit-learn's model selection slices and refits.
+    X, y = stack_pairs(*images)
+    for name in sorted(DETECTORS):
+        scores = cross_val_score(make(name, classifier), X, y, cv=2)
+        assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1)), name
 
 
 def test_decision_tensor_is_decision_function_inside_the_graph(fitted, images):
