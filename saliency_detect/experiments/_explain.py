@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from saliency_detect.experiments._config import ExplainConfig
+from saliency_detect.experiments._steps import Run, adversarial_set, classifier, versions
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -213,30 +214,28 @@ def run_explain(
         True
     """
     from saliency_detect._distribute import resolve_strategy
-    from saliency_detect.experiments._pipeline import _Run
 
     if not isinstance(config, ExplainConfig):
         raise TypeError(f"`config` must be an ExplainConfig. Received: {type(config).__name__}")
     with resolve_strategy(strategy).scope():
-        return _explain(_Run(config, out_dir, verbose))
+        return _explain(Run(config, out_dir, verbose))
 
 
 def _explain(run) -> dict[str, Any]:
     from saliency_detect import saliency
     from saliency_detect.experiments._outputs import _safe
-    from saliency_detect.experiments._pipeline import _adversarial, _classifier, _versions
     from saliency_detect.models import predict_labels
 
     config = run.config
     dataset = run.load_data()
-    f, classifier_info = _classifier(run, dataset)
+    f, classifier_info = classifier(run, dataset)
     n = min(config.n_images, len(dataset.x_test))
     x, y = dataset.x_test[:n], dataset.y_test[:n]
     rng = np.random.default_rng(config.seed)
     attacks, figures = {}, {}
     for spec in config.attacks:
         label = spec.display
-        adversarial = _adversarial(run, f, spec, spec.eps, x, y, "explain")
+        adversarial = adversarial_set(run, f, spec, spec.eps, x, y, "explain")
         y_clean = predict_labels(f, x)
         keep = (y_clean == y) & adversarial.success
         xs, xa, ys, ya = x[keep], adversarial.x_adv[keep], y[keep], adversarial.y_adv[keep]
@@ -291,7 +290,7 @@ def _explain(run) -> dict[str, Any]:
     results = {
         "experiment": "attention",
         "config": config.to_dict(),
-        "versions": _versions(),
+        "versions": versions(),
         "classifier": classifier_info,
         "measures": {name: {"compares": text, "claim": claim} for name, (text, claim) in MEASURES.items()},
         "attacks": attacks,

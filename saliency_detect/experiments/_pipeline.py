@@ -8,24 +8,26 @@ for the cross-ε matrix) and the baselines; then the reports (`_outputs.write_ou
 
 from __future__ import annotations
 
+import copy
 import functools
-import hashlib
-import json
 import os
-import platform
-import shutil
-import time
-import warnings
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from saliency_detect._files import atomic_write_text
-from saliency_detect._version import __version__
 from saliency_detect.experiments._config import AttackSpec, ExperimentConfig
 from saliency_detect.experiments._outputs import _figures, _safe, saliency_grid_png
+from saliency_detect.experiments._steps import (
+    Run,
+    adversarial_set,
+    attack_params,
+    cached_step,
+    classifier,
+    digest,
+    read_json,
+    versions,
+    write_json,
+)
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -34,104 +36,6 @@ if TYPE_CHECKING:
 _LINF_ATTACKS = ("fgsm", "bim", "pgd")
 #: Test images per attack in the report's Figure 1 grid.
 _GRID_IMAGES = 4
-
-
-def _digest(*parts: Any) -> str:
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-class _Run:
-    """State shared by the steps of one experiment: paths, logging, timings.
-
-    Creating it makes the output folder and writes `config.json`; `load_data` and
-    `finish` are the first and last steps every experiment shares.
-    """
-
-    def __init__(self, config, out_dir, verbose: int):
-        self.config = config
-        self.out = Path(out_dir)
-        self.cache = self.out / "cache"
-        self.verbose = verbose
-        self.timings: dict[str, float] = {}
-        self.all_timings = _read_timings(self.cache / "timings.json")  # every invocation's, summed
-        self.started = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
-        config.save(self.out / "config.json")
-
-    def load_data(self):
-        """Load the config's data set and seed Keras, NumPy and Python from `config.seed`."""
-        import keras
-
-        from saliency_detect.data import load_dataset
-
-        config = self.config
-        dataset = self.timed(
-            "load_data",
-            lambda: load_dataset(
-                config.dataset,
-                data_dir=config.data_dir,
-                train_size=config.train_size,
-                test_size=config.test_size,
-            ),
-        )
-        self.log(f"[data] {dataset!r}")
-        keras.utils.set_random_seed(config.seed)
-        return dataset
-
-    def finish(self, results: dict[str, Any], figures: dict[str, bytes] | None = None) -> dict[str, Any]:
-        """Record the timings in `results` and write the report."""
-        from saliency_detect.experiments._outputs import write_outputs
-
-        self.timings["total"] = time.perf_counter() - self.started
-        results["timings"] = {key: round(value, 3) for key, value in self.timings.items()}
-        results["timings_all_invocations"] = {key: round(value, 3) for key, value in self.all_timings.items()}
-        write_outputs(results, self.out, figures)
-        self.log(f"[done] report written to {self.out / 'report.html'} ({self.timings['total']:.0f} s)")
-        return results
-
-    def log(self, message: str) -> None:
-        if self.verbose:
-            print(message, flush=True)
-
-    def timed(self, key: str, fn: Callable[[], Any]) -> Any:
-        """Run `fn`, adding its wall-clock to this invocation's timings and to the cache's record.
-
-        `cache/timings.json` sums every invocation's time per step, so a run resumed
-        across interruptions still reports what each step cost in all.
-        """
-        start = time.perf_counter()
-        value = fn()
-        seconds = time.perf_counter() - start
-        self.timings[key] = self.timings.get(key, 0.0) + seconds
-        self.all_timings[key] = self.all_timings.get(key, 0.0) + seconds
-        atomic_write_text(self.cache / "timings.json", json.dumps(self.all_timings, indent=1))
-        return value
-
-
-def _cached_json(path: Path, check: Callable[[Any], Any] = lambda value: value) -> Any:
-    """A cached JSON file's content passed through `check`, or None when absent or damaged.
-
-    A damaged cache (unreadable, not JSON, missing a field `check` reads) is not an
-    error: it is recomputed, with a warning naming the file.
-    """
-    if not path.exists():
-        return None
-    try:
-        return check(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        warnings.warn(
-            f"The cached file '{path}' is damaged ({type(e).__name__}: {e}); recomputing it.", stacklevel=2
-        )
-        return None
-
-
-def _read_timings(path: Path) -> dict[str, float]:
-    """The per-step seconds recorded by earlier invocations of a run, or {} for a new one."""
-    try:
-        return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
 
 
 def run_experiment(
@@ -187,7 +91,7 @@ def run_experiment(
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"`config` must be an ExperimentConfig. Received: {type(config).__name__}")
     with resolve_strategy(strategy).scope():
-        return _experiment(_Run(config, out_dir, verbose))
+        return _experiment(Run(config, out_dir, verbose))
 
 
 def _experiment(run) -> dict[str, Any]:
@@ -195,7 +99,7 @@ def _experiment(run) -> dict[str, Any]:
 
     config = run.config
     dataset = run.load_data()
-    f, classifier_info = _classifier(run, dataset)
+    f, classifier_info = classifier(run, dataset)
     x_test, y_test = dataset.x_test, dataset.y_test
 
     attacks: dict[str, dict[str, Any]] = {}
@@ -220,8 +124,8 @@ def _experiment(run) -> dict[str, Any]:
             else _epsilon(run, f, spec, x_test, y_test, config.target_accuracy)
         )
         eps, matrix_eps = eps_info["eps"], matrix_info["eps"]
-        adv_train = _adversarial(run, f, spec, eps, x_train, y_train, "train")
-        adv_test = _adversarial(run, f, spec, eps, x_test, y_test, "test")
+        adv_train = adversarial_set(run, f, spec, eps, x_train, y_train, "train")
+        adv_test = adversarial_set(run, f, spec, eps, x_test, y_test, "test")
         # Pairs the attack left unchanged are not adversarial examples: D never learns them
         # as such, and the report leaves them out of D's adversarial columns.
         kept = changed_images(x_train, adv_train.x_adv)
@@ -302,7 +206,7 @@ def _experiment(run) -> dict[str, Any]:
     results = {
         "experiment": "detection",
         "config": config.to_dict(),
-        "versions": _versions(),
+        "versions": versions(),
         "classifier": classifier_info,
         "attacks": attacks,
         "table1": [row for row in comparison if row["detector"].startswith("saliency")],
@@ -317,7 +221,7 @@ def _experiment(run) -> dict[str, Any]:
     return run.finish(results, {**_figures(results), **grids})
 
 
-def _detector_at(run: _Run, f, spec: AttackSpec, eps, train, test) -> tuple[Any, np.ndarray]:
+def _detector_at(run: Run, f, spec: AttackSpec, eps, train, test) -> tuple[Any, np.ndarray]:
     """The main recipe's saliency detector for `spec` at `eps`, and its changed test images.
 
     What both generalization matrices need of one ε: the training and test sets crafted
@@ -326,7 +230,7 @@ def _detector_at(run: _Run, f, spec: AttackSpec, eps, train, test) -> tuple[Any,
     from saliency_detect.evaluation import changed_images
 
     (x_train, y_train), (x_test, y_test) = train, test
-    adv_train = _adversarial(run, f, spec, eps, x_train, y_train, "train")
+    adv_train = adversarial_set(run, f, spec, eps, x_train, y_train, "train")
     kept = changed_images(x_train, adv_train.x_adv)
     detector = _saliency_detector(
         run,
@@ -338,7 +242,7 @@ def _detector_at(run: _Run, f, spec: AttackSpec, eps, train, test) -> tuple[Any,
         eps,
         run.config.detector_recipes[0],
     )
-    return detector, _changed(x_test, _adversarial(run, f, spec, eps, x_test, y_test, "test"))
+    return detector, _changed(x_test, adversarial_set(run, f, spec, eps, x_test, y_test, "test"))
 
 
 def _changed(x, adversarial_set) -> np.ndarray:
@@ -363,104 +267,6 @@ def _saliency_grid(label: str, detector, x, x_adv) -> bytes:
     return saliency_grid_png(label, x, saliency, x_adv, saliency_adv)
 
 
-def _versions() -> dict[str, str]:
-    import keras
-    import sklearn
-    import tensorflow as tf
-
-    return {
-        "saliency_detect": __version__,
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def _classifier(run: _Run, dataset) -> tuple[Any, dict[str, Any]]:
-    from saliency_detect._progress import EpochProgress
-    from saliency_detect.models import (
-        classifier_accuracy,
-        get_model_builder,
-        load_model,
-        model_fingerprint,
-        paper_classifier,
-        paper_defaults,
-        pretrained,
-        pretrained_for,
-        pretrained_info,
-        train_classifier,
-    )
-
-    config = run.config
-    shipped = pretrained_for(config.dataset, config.architecture) if config.use_pretrained else None
-    if config.model is not None:
-        f = load_model(config.model, compile=False)
-        source = str(config.model)
-        run.log(f"[classifier] loaded {source}")
-    elif shipped is not None:
-        f = pretrained(shipped)
-        source = f"pretrained:{shipped}"
-        run.log(f"[classifier] pretrained {shipped} ({pretrained_info(shipped)['command']})")
-    else:
-        name = config.architecture or paper_classifier(config.dataset)
-        defaults = paper_defaults(config.dataset)
-        settings = {
-            "architecture": name,
-            "dataset": config.dataset,
-            "train_size": len(dataset.x_train),
-            "epochs": config.epochs or defaults["epochs"],
-            "learning_rate": config.learning_rate or defaults["learning_rate"],
-            "augment": config.augment,
-            "seed": config.seed,
-        }
-        path = run.out / "classifier.keras"
-        stamp = run.cache / "classifier.json"
-        recorded = _cached_json(stamp, lambda c: (c["settings"], str(c["fingerprint"])))
-        f = None
-        if path.exists() and recorded is not None and recorded[0] == settings:
-            try:
-                f = load_model(path, compile=False)
-            except ValueError as e:
-                warnings.warn(f"{e} Retraining the classifier.", stacklevel=2)
-            if f is not None and model_fingerprint(f) != recorded[1]:
-                warnings.warn(
-                    f"'{path}' is not the classifier this run trained (its fingerprint differs from the one "
-                    f"recorded in '{stamp}'): it was replaced or damaged. Retraining it.",
-                    stacklevel=2,
-                )
-                f = None
-            if f is not None:
-                run.log(f"[classifier] reusing {path}")
-        if f is None:
-            run.log(f"[classifier] training {name} for {settings['epochs']} epochs")
-            f = get_model_builder(name)(input_shape=dataset.input_shape, num_classes=dataset.num_classes)
-            run.timed(
-                "train_classifier",
-                lambda: train_classifier(
-                    f,
-                    dataset,
-                    epochs=settings["epochs"],
-                    learning_rate=settings["learning_rate"],
-                    augment=config.augment,
-                    save_path=path,
-                    backup_dir=run.cache / f"classifier-backup-{_digest(settings)}",
-                    random_state=config.seed,
-                    callbacks=[EpochProgress(settings["epochs"])] if run.verbose == 1 else None,
-                    verbose=2 if run.verbose >= 2 else 0,
-                ),
-            )
-            atomic_write_text(
-                stamp, json.dumps({"settings": settings, "fingerprint": model_fingerprint(f)}, indent=2)
-            )
-        source = str(path)
-    accuracy = classifier_accuracy(f, dataset.x_test, dataset.y_test)
-    run.log(f"[classifier] test accuracy {accuracy:.4f}")
-    return f, {"source": source, "fingerprint": model_fingerprint(f), "test_accuracy": float(accuracy)}
-
-
 def _takes_eps(name: str) -> bool:
     from saliency_detect.attacks import available_attacks
 
@@ -472,7 +278,7 @@ def _kind(detector: str, recipe: str, main_recipe: str) -> str:
     return detector if recipe == main_recipe else f"{detector} ({recipe} recipe)"
 
 
-def _epsilon(run: _Run, f, spec: AttackSpec, x_test, y_test, target: float) -> dict[str, Any]:
+def _epsilon(run: Run, f, spec: AttackSpec, x_test, y_test, target: float) -> dict[str, Any]:
     from saliency_detect.attacks import get_attack, minimal_epsilon
     from saliency_detect.attacks._registry import effective_params
     from saliency_detect.models import model_fingerprint
@@ -484,23 +290,23 @@ def _epsilon(run: _Run, f, spec: AttackSpec, x_test, y_test, target: float) -> d
     config = run.config
     n = min(config.search_size, len(x_test))
     params = effective_params(get_attack(spec.name), dict(spec.params))
-    key = _digest(spec.name, params, model_fingerprint(f), n, target)
-    cache_file = run.cache / "epsilon.json"
-    cached = (
-        _cached_json(cache_file, lambda c: {k: {"eps": float(v["eps"]), **v} for k, v in c.items()}) or {}
-    )
-    if key not in cached:
+    key = digest(spec.name, params, model_fingerprint(f), n, target)
+
+    def search():
         run.log(f"[{spec.display}] searching the minimal ε for accuracy < {target:.0%} on {n} images")
-        found = run.timed(
-            f"epsilon/{spec.display}",
-            lambda: minimal_epsilon(
-                f, x_test[:n], y_test[:n], spec.name, target_accuracy=target, **dict(spec.params)
-            ),
+        found = minimal_epsilon(
+            f, x_test[:n], y_test[:n], spec.name, target_accuracy=target, **dict(spec.params)
         )
-        history = [list(h) for h in found.history]
-        cached[key] = {"eps": found.eps, "accuracy": found.accuracy, "history": history}
-        atomic_write_text(cache_file, json.dumps(cached, indent=2))
-    entry = cached[key]
+        return {"eps": found.eps, "accuracy": found.accuracy, "history": [list(h) for h in found.history]}
+
+    def load(path):
+        entry = read_json(path)
+        return {"eps": float(entry["eps"]), "accuracy": float(entry["accuracy"]), "history": entry["history"]}
+
+    entry = cached_step(
+        run, run.cache / "epsilon" / f"{_safe(spec.display)}-{key}.json", what=f"[{spec.display}] ε",
+        compute=search, load=load, save=write_json, timing=f"epsilon/{spec.display}",
+    )  # fmt: skip
     run.log(f"[{spec.display}] ε = {entry['eps']:.4g} (accuracy {entry['accuracy']:.3f} on {n} images)")
     return {
         "eps": entry["eps"],
@@ -511,35 +317,7 @@ def _epsilon(run: _Run, f, spec: AttackSpec, x_test, y_test, target: float) -> d
     }
 
 
-def _attack_params(run: _Run, spec: AttackSpec, eps: float | None) -> dict[str, Any]:
-    from saliency_detect.attacks import available_attacks, get_attack
-    from saliency_detect.attacks._registry import effective_params
-
-    params = dict(spec.params)
-    if eps is not None:
-        params["eps"] = float(eps)
-    if "random_state" in available_attacks()[spec.name]:
-        params.setdefault("random_state", run.config.seed)
-    return effective_params(get_attack(spec.name), params)
-
-
-def _adversarial(run: _Run, f, spec: AttackSpec, eps, x, y, split: str):
-    from saliency_detect.attacks import generate_adversarial_set, load_adversarial_set
-    from saliency_detect.models import model_fingerprint
-
-    params = _attack_params(run, spec, eps)
-    key = _digest(spec.name, params, model_fingerprint(f), len(x))
-    path = run.cache / "adversarial" / f"{spec.name}-{split}-{key}.h5"
-    if not path.exists():
-        run.log(f"[{spec.display}] crafting the {split} set ({len(x)} images) -> {path.name}")
-    run.timed(
-        f"attack/{spec.display}",
-        lambda: generate_adversarial_set(f, x, y, spec.name, params, path, verbose=bool(run.verbose)),
-    )
-    return load_adversarial_set(path)
-
-
-def _detector_settings(run: _Run, input_mode: str, recipe: str) -> dict[str, Any]:
+def _detector_settings(run: Run, input_mode: str, recipe: str) -> dict[str, Any]:
     config = run.config
     epochs = config.detector_epochs
     if epochs is None and recipe == "paper" and config.dataset.startswith("cifar10"):
@@ -555,7 +333,7 @@ def _detector_settings(run: _Run, input_mode: str, recipe: str) -> dict[str, Any
     }
 
 
-def _saliency_detector(run: _Run, f, x_clean, x_adv, input_mode: str, spec: AttackSpec, eps, recipe: str):
+def _saliency_detector(run: Run, f, x_clean, x_adv, input_mode: str, spec: AttackSpec, eps, recipe: str):
     from saliency_detect._progress import EpochProgress
     from saliency_detect.detector import SaliencyDetector
     from saliency_detect.models import model_fingerprint
@@ -563,28 +341,24 @@ def _saliency_detector(run: _Run, f, x_clean, x_adv, input_mode: str, spec: Atta
     settings = _detector_settings(run, input_mode, recipe)
     # Every parameter, defaults included, so a changed default refits instead of reusing.
     effective = _identity_params(SaliencyDetector(f, **settings))
-    key = _digest(effective, spec.name, _attack_params(run, spec, eps), model_fingerprint(f), len(x_clean))
+    key = digest(effective, spec.name, attack_params(run, spec, eps), model_fingerprint(f), len(x_clean))
     path = run.cache / "detectors" / f"{spec.display}-{input_mode.replace('+', '_')}-{recipe}-{key}"
-    if path.exists():
-        try:
-            detector = SaliencyDetector.load(path, classifier=f)
-            run.log(f"[{spec.display}] reusing detector {path.name}")
-            return detector
-        except (ValueError, OSError) as e:  # damaged, or saved by an older version
-            warnings.warn(f"The cached detector is not reused ({e}); fitting it again.", stacklevel=2)
-            shutil.rmtree(path, ignore_errors=True)
-    run.log(
-        f"[{spec.display}] fitting the {input_mode} detector ({recipe} recipe) on "
-        f"{len(x_clean)} + {len(x_adv)} images"
-    )
-    detector = SaliencyDetector(f, cache_saliency=True, verbose=2 if run.verbose >= 2 else 0, **settings)
-    callbacks = [EpochProgress(detector._recipe_value("epochs"))] if run.verbose == 1 else []
-    run.timed(
-        f"detector/{spec.display}/{input_mode}/{recipe}",
-        lambda: detector.fit(x_clean, x_adv, callbacks=callbacks),
-    )
-    detector.save(path, include_classifier=False)
-    return detector
+
+    def fit():
+        run.log(
+            f"[{spec.display}] fitting the {input_mode} detector ({recipe} recipe) on "
+            f"{len(x_clean)} + {len(x_adv)} images"
+        )
+        detector = SaliencyDetector(f, cache_saliency=True, verbose=2 if run.verbose >= 2 else 0, **settings)
+        callbacks = [EpochProgress(detector._recipe_value("epochs"))] if run.verbose == 1 else []
+        return detector.fit(x_clean, x_adv, callbacks=callbacks)
+
+    return cached_step(
+        run, path, what=f"[{spec.display}] detector", compute=fit,
+        load=lambda path: SaliencyDetector.load(path, classifier=f),
+        save=lambda detector, path: detector.save(path, include_classifier=False),
+        timing=f"detector/{spec.display}/{input_mode}/{recipe}",
+    )  # fmt: skip
 
 
 def _baseline(f, kind: str, seed: int):
@@ -611,7 +385,7 @@ def _identity_params(detector) -> dict[str, Any]:
     return {k: v for k, v in detector.get_params().items() if k not in skipped}
 
 
-def _feature_baseline(run: _Run, f, kind: str, x_clean, x_adv, spec: AttackSpec, eps, test) -> tuple:
+def _feature_baseline(run: Run, f, kind: str, x_clean, x_adv, spec: AttackSpec, eps, test) -> tuple:
     """Fit a feature-space baseline (KD+BU, LID, Mahalanobis, feature squeezing) and score the test pairs.
 
     These detectors are scikit-learn pipelines over f's features, not Keras models, so
@@ -624,28 +398,34 @@ def _feature_baseline(run: _Run, f, kind: str, x_clean, x_adv, spec: AttackSpec,
     x_test, y_test, x_test_adv = test
     detector = _baseline(f, kind, run.config.seed)
     params = {k: v for k, v in detector.get_params().items() if k != "classifier"}
-    key = _digest(
+    key = digest(
         kind,
         params,
         spec.name,
-        _attack_params(run, spec, eps),
+        attack_params(run, spec, eps),
         model_fingerprint(f),
         len(x_clean),
         len(x_test),
     )
     path = run.cache / "baselines" / f"{spec.display}-{kind}-{key}.json"
-    cached = _cached_json(path, lambda c: (dict(c["report"]), c["roc"]))
-    if cached is not None:
-        run.log(f"[{spec.display}] reusing the {kind} baseline's scores {path.name}")
-        return (*cached, None)
-    run.log(f"[{spec.display}] fitting the {kind} baseline on {len(x_clean)} + {len(x_adv)} images")
-    run.timed(f"detector/{spec.display}/{kind}", lambda: detector.fit(x_clean, x_adv))
-    report, curve = _evaluate(run, f, detector, x_test, y_test, x_test_adv, spec.display)
-    atomic_write_text(path, json.dumps({"report": report, "roc": curve}, indent=1))
-    return report, curve, detector
+    fitted = []
+
+    def fit_and_score():
+        run.log(f"[{spec.display}] fitting the {kind} baseline on {len(x_clean)} + {len(x_adv)} images")
+        run.timed(f"detector/{spec.display}/{kind}", lambda: detector.fit(x_clean, x_adv))
+        fitted.append(detector)
+        report, curve = _evaluate(run, f, detector, x_test, y_test, x_test_adv, spec.display)
+        return {"report": report, "roc": curve}
+
+    scores = cached_step(
+        run, path, what=f"[{spec.display}] {kind} baseline's scores", compute=fit_and_score,
+        load=lambda path: (lambda c: {"report": dict(c["report"]), "roc": c["roc"]})(read_json(path)),
+        save=write_json,
+    )  # fmt: skip
+    return scores["report"], scores["roc"], (fitted[0] if fitted else None)
 
 
-def _evaluate(run: _Run, f, detector, x_test, y_test, x_adv, label: str):
+def _evaluate(run: Run, f, detector, x_test, y_test, x_adv, label: str):
     from saliency_detect.evaluation._report import detection_report_and_roc
 
     report, (fpr, tpr) = detection_report_and_roc(f, detector, x_test, y_test, x_adv, name=label)
@@ -655,14 +435,14 @@ def _evaluate(run: _Run, f, detector, x_test, y_test, x_adv, label: str):
     }
 
 
-def _cross_attack(run: _Run, detectors, x_test, adversarial_test):
+def _cross_attack(run: Run, detectors, x_test, adversarial_test):
     from saliency_detect.evaluation import generalization_matrix
 
     run.log("[matrix] cross-attack generalization")
     return run.timed("matrices", lambda: generalization_matrix(detectors, x_test, adversarial_test))
 
 
-def _cross_eps(run: _Run, f, spec: AttackSpec, eps: float, dataset):
+def _cross_eps(run: Run, f, spec: AttackSpec, eps: float, dataset):
     from saliency_detect.evaluation import generalization_matrix
 
     config = run.config
@@ -679,7 +459,7 @@ def _cross_eps(run: _Run, f, spec: AttackSpec, eps: float, dataset):
     return run.timed("matrices", lambda: generalization_matrix(detectors, dataset.x_test, test_sets))
 
 
-def _adaptive(run: _Run, f, detectors, attacks, x_test, y_test) -> dict[str, Any] | None:
+def _adaptive(run: Run, f, detectors, attacks, x_test, y_test) -> dict[str, Any] | None:
     from saliency_detect.attacks import detector_aware
     from saliency_detect.models import predict_labels
 
@@ -721,7 +501,7 @@ def _attack_norm(spec: AttackSpec) -> float | None:
     return 2.0 if spec.name == "iterative_l2" else None
 
 
-def _security(run: _Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> dict[str, Any] | None:
+def _security(run: Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> dict[str, Any] | None:
     """The security section: each detector of each attack against PGD on f and the joint attack.
 
     Attacks with an L∞ or L2 ε are attacked at multiples of it, the others at the first
@@ -730,11 +510,7 @@ def _security(run: _Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> 
     detectors keep their thresholds) to flag `_SECURITY_FPR` of them. Each (attack,
     detector) result is cached on its own, so an interrupted section resumes per detector.
     """
-    import copy
-
-    from sklearn.base import clone
-
-    from saliency_detect.evaluation import SecurityEvaluation, security_evaluation
+    from saliency_detect.evaluation import SecurityEvaluation
     from saliency_detect.models import model_fingerprint
 
     config = run.config
@@ -778,52 +554,28 @@ def _security(run: _Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> 
         for kind, detector in kinds.items():
             # The detector's parameters, defaults included: a changed detector is attacked again.
             params = _identity_params(detector or _baseline(f, kind, config.seed))
-            key = _digest(
+            key = digest(
                 settings,
                 kind,
                 params,
                 spec.name,
-                _attack_params(run, spec, job["attack_eps"]),
+                attack_params(run, spec, job["attack_eps"]),
                 eps_values,
                 str(norm),
                 len(d_clean),
             )
             path = run.cache / "security" / f"{_safe(label)}-{_safe(kind)}-{key}.json"
-            cached = _cached_json(path, SecurityEvaluation.from_dict)
-            if cached is None:
-                if detector is None:  # a baseline whose scores came from the cache: fit it again
-                    run.log(f"[security] {label}: fitting the {kind} baseline again")
-                    detector = _baseline(f, kind, config.seed).fit(d_clean, d_adv)
-                detector = copy.copy(detector).calibrate(x_calibration, fpr=_SECURITY_FPR)
-                surrogates = {}
-                if config.security_transfer:
-                    surrogate = clone(detector)
-                    if "random_state" in surrogate.get_params():
-                        surrogate.set_params(random_state=config.seed + 1)
-                    half = len(d_clean) // 2
-                    run.log(
-                        f"[security] {label}: fitting the {kind} surrogate on {len(d_clean) - half} pairs"
-                    )
-                    surrogates[kind] = surrogate.fit(d_clean[half:], d_adv[half:]).calibrate(
-                        x_calibration, fpr=_SECURITY_FPR
-                    )
-                run.log(f"[security] {label}: attacking f and the {kind} detector at ε {eps_values}")
-                evaluate = functools.partial(
-                    security_evaluation,
-                    f,
-                    {kind: detector},
-                    x,
-                    y,
-                    eps=eps_values,
-                    norm=norm,
-                    random_state=config.seed,
-                    nb_iter=config.security_nb_iter,
-                    restarts=config.security_restarts,
-                    surrogates=surrogates,
-                    verbose=int(run.verbose == 1),
-                )
-                cached = run.timed(f"security/{label}/{kind}", evaluate)[kind]
-                atomic_write_text(path, json.dumps(cached.to_dict(), indent=1))
+
+            attack = functools.partial(
+                _attack_detector, run, f, label, kind, detector, (d_clean, d_adv), (x, y), x_calibration,
+                eps_values, norm,
+            )  # fmt: skip
+            cached = cached_step(
+                run, path, what=f"[security] {label} / {kind}", compute=attack,
+                load=lambda path: SecurityEvaluation.from_dict(read_json(path)),
+                save=lambda evaluation, path: write_json(evaluation.to_dict(), path),
+                timing=f"security/{label}/{kind}",
+            )  # fmt: skip
             for check in cached.checks:
                 state = "passed" if check.passed else "FAILED"
                 run.log(
@@ -847,3 +599,40 @@ def _security(run: _Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> 
             "detectors": rows,
         }
     return section
+
+
+def _attack_detector(run: Run, f, label, kind, detector, pairs, attacked, x_calibration, eps_values, norm):
+    """One detector of the security section, calibrated (and its surrogate fitted), under attack."""
+    from sklearn.base import clone
+
+    from saliency_detect.evaluation import security_evaluation
+
+    config = run.config
+    (d_clean, d_adv), (x, y) = pairs, attacked
+    if detector is None:  # a baseline whose scores came from the cache: fit it again
+        run.log(f"[security] {label}: fitting the {kind} baseline again")
+        detector = _baseline(f, kind, config.seed).fit(d_clean, d_adv)
+    detector = copy.copy(detector).calibrate(x_calibration, fpr=_SECURITY_FPR)
+    surrogates = {}
+    if config.security_transfer:
+        surrogate = clone(detector)
+        if "random_state" in surrogate.get_params():
+            surrogate.set_params(random_state=config.seed + 1)
+        half = len(d_clean) // 2
+        run.log(f"[security] {label}: fitting the {kind} surrogate on {len(d_clean) - half} pairs")
+        surrogate.fit(d_clean[half:], d_adv[half:])
+        surrogates[kind] = surrogate.calibrate(x_calibration, fpr=_SECURITY_FPR)
+    run.log(f"[security] {label}: attacking f and the {kind} detector at ε {eps_values}")
+    return security_evaluation(
+        f,
+        {kind: detector},
+        x,
+        y,
+        eps=eps_values,
+        norm=norm,
+        random_state=config.seed,
+        nb_iter=config.security_nb_iter,
+        restarts=config.security_restarts,
+        surrogates=surrogates,
+        verbose=int(run.verbose == 1),
+    )[kind]

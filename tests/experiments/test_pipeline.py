@@ -169,7 +169,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_co
     results = run_experiment(config, tmp_path, verbose=0)
     assert len(calls) == 1  # only bim's detector was left to fit
     for path, mtime in cached.items():
-        if path.name not in ("epsilon.json", "timings.json"):  # records, not results
+        if path.name != "timings.json":  # a record, not a result
             assert path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
     assert [r["attack"] for r in results["table1"]] == ["fgsm", "bim"]
 
@@ -178,7 +178,8 @@ def test_damaged_caches_are_recomputed_with_a_warning(finished_run, tmp_path, mo
     config, out, results = finished_run
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    (copy / "cache" / "epsilon.json").write_text("{")  # truncated
+    damaged_eps = sorted((copy / "cache" / "epsilon").iterdir())[0]
+    damaged_eps.write_text("{")  # truncated
     damaged = sorted((copy / "cache" / "detectors").iterdir())[0]
     data = bytearray((damaged / "detector.keras").read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -189,8 +190,8 @@ def test_damaged_caches_are_recomputed_with_a_warning(finished_run, tmp_path, mo
     with pytest.warns(UserWarning) as caught:
         again = run_experiment(config, copy, verbose=0)
     messages = " | ".join(str(w.message) for w in caught)
-    assert "epsilon.json' is damaged" in messages and "recomputing it" in messages
-    assert "The cached detector is not reused" in messages and "SHA-256 mismatch" in messages
+    assert f"ε '{damaged_eps}' is damaged" in messages and "recomputing it" in messages
+    assert f"detector '{damaged}' is damaged" in messages and "SHA-256 mismatch" in messages
     assert [r["attack"] for r in again["table1"]] == [r["attack"] for r in results["table1"]]
     assert again["attacks"]["fgsm"]["eps"] == results["attacks"]["fgsm"]["eps"]  # searched again, same ε
     from saliency_detect.detector import SaliencyDetector
@@ -419,6 +420,7 @@ def test_security_attacks_detectors_of_attacks_without_a_ball_in_the_first_linf_
     from saliency_detect.evaluation import SecurityEvaluation
     from saliency_detect.experiments import _pipeline
     from saliency_detect.experiments._outputs import _security_sections
+    from saliency_detect.experiments._steps import Run
     from saliency_detect.models import mnist_net_f
 
     calls = []
@@ -448,7 +450,7 @@ def test_security_attacks_detectors_of_attacks_without_a_ball_in_the_first_linf_
         "jsma": job("jsma", None, None),
         "bim": job("bim", 0.2, np.inf),
     }
-    section = _pipeline._security(_pipeline._Run(config, tmp_path, verbose=0), f, jobs, x, y)
+    section = _pipeline._security(Run(config, tmp_path, verbose=0), f, jobs, x, y)
     assert list(section) == ["iterative_l2", "jsma", "bim"]
     assert section["jsma"]["eps_from"] == "bim" and section["jsma"]["norm"] == "inf"
     assert section["jsma"]["eps"] == [0.1, 0.2] and section["iterative_l2"]["eps"] == [0.5, 1.0]
@@ -457,5 +459,5 @@ def test_security_attacks_detectors_of_attacks_without_a_ball_in_the_first_linf_
     titles = [title for title, _, _ in _security_sections(section)]
     assert titles[1].startswith("Security: jsma (L∞ at bim's ε, 8 images") and "sanity" not in titles[-1]
     # With no attack that has a ball, there is nothing to borrow: the section is left out.
-    assert _pipeline._security(_pipeline._Run(config, tmp_path / "b", verbose=0), f,
+    assert _pipeline._security(Run(config, tmp_path / "b", verbose=0), f,
                                {"jsma": job("jsma", None, None)}, x, y) is None  # fmt: skip
