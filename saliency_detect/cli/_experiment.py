@@ -165,7 +165,8 @@ def add_parser(subparsers) -> None:
             "one; attack test images "
             "(default: Pixel Attack with 3 pixels and PGD at 8/255), and compare guided-backprop "
             "saliency and Grad-CAM of clean and adversarial images: figure grids and a table of "
-            "measures with 95%% confidence intervals beside a random-pixel control. Writes "
+            "measures with 95% confidence intervals beside a random-pixel control, and the same "
+            "comparison of revised Grad-CAM at every convolution layer, input to output. Writes "
             "results.json, tables.md, PNGs and report.html; reruns reuse finished steps."
         ),
     )

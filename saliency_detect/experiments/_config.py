@@ -252,6 +252,8 @@ class ExplainConfig(_ConfigMethods):
         n_figures: images shown in each attack's figure grid.
         radius: pixels around each perturbed pixel counted as "near" it.
         top_fraction: share of a Grad-CAM map's pixels compared by the overlap measure.
+        per_layer: also compare clean and adversarial revised Grad-CAM at every
+            convolution layer of f, input to output (the detection paper's §5).
         seed: the seed of training, attacks and the control.
     """
 
@@ -270,6 +272,7 @@ class ExplainConfig(_ConfigMethods):
     n_figures: int = 4
     radius: int = 1
     top_fraction: float = 0.1
+    per_layer: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -289,6 +292,8 @@ class ExplainConfig(_ConfigMethods):
                 )
         if not (_positive_number(self.top_fraction) and self.top_fraction <= 1):
             raise ValueError(f"`top_fraction` must be in (0, 1]. Received: {self.top_fraction!r}")
+        if not isinstance(self.per_layer, bool):
+            raise ValueError(f"`per_layer` must be true or false. Received: {self.per_layer!r}")
 
 
 def demo_config() -> ExperimentConfig:

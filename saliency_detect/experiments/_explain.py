@@ -6,6 +6,12 @@ and Grad-CAM of clean and adversarial images. Every measure is reported with a 9
 confidence interval beside the same measure for a control: the image's own perturbation
 moved to random pixels (same values, same L0 and L∞), so an effect of "any change of this
 size" is told apart from an effect of the attack.
+
+The per-layer analysis (the detection paper's §5: "shallow layers are robust to
+adversarial examples, middle layers start to extract wrong features") compares, at every
+convolution layer of f, the revised Grad-CAM map (the layer's feature maps weighted by
+their pooled gradients, for the class f predicts) of each adversarial image with its
+clean image's, beside the same comparison for the control, from input to output.
 """
 
 from __future__ import annotations
@@ -137,6 +143,64 @@ def _not_applicable(name: str, measured: dict[str, np.ndarray]) -> str | None:
     return None
 
 
+#: The per-layer measures: how far an image's revised Grad-CAM map at a layer moved.
+LAYER_MEASURES = {
+    "rank_correlation": "Spearman correlation of the clean and the other image's map at the layer",
+    "top_overlap": "share of the clean map's top cells (top_fraction of the layer's cells) among the other's",
+}
+
+
+def _layer_maps(f, x, classes, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Revised Grad-CAM at each layer, for `classes`, at the layer's own resolution (no resizing)."""
+    from saliency_detect.saliency import grad_cam_layers
+
+    return grad_cam_layers(f, x, layers=list(layers), target=classes, batch_size=64, upsample=False)
+
+
+def _layer_shift(clean: dict[str, np.ndarray], other: dict[str, np.ndarray], fraction: float):
+    """Per layer, each image's rank correlation and top-cell overlap of its two maps (NaN: undefined).
+
+    A map that is constant (all zero after Grad-CAM's ReLU, say) has no ranking and no top
+    cells: both measures are NaN for that image and it is left out of the layer's interval.
+    """
+    from saliency_detect.saliency.metrics import spearman
+
+    shifts = {}
+    for layer in clean:
+        a, b = clean[layer], other[layer]
+        flat = (np.ptp(a.reshape(len(a), -1), axis=1) == 0) | (np.ptp(b.reshape(len(b), -1), axis=1) == 0)
+        shifts[layer] = {
+            "rank_correlation": np.where(flat, np.nan, spearman(a, b)),
+            "top_overlap": np.where(flat, np.nan, _top_overlap(a, b, fraction)),
+        }
+    return shifts
+
+
+def _layers_png(label: str, rows: list[dict[str, Any]]) -> bytes:
+    """Each per-layer measure against depth: the attack and the control, with 95% intervals."""
+    from saliency_detect.experiments._outputs import _figure_png
+
+    depth = [row["depth"] for row in rows]
+
+    def draw(fig):
+        axes = fig.subplots(1, len(LAYER_MEASURES), squeeze=False)[0]
+        for ax, name in zip(axes, LAYER_MEASURES, strict=True):
+            for side, color in (("attack", "tab:red"), ("control", "tab:gray")):
+                points = [row[name][side] for row in rows]
+                mean = [np.nan if p["mean"] is None else p["mean"] for p in points]
+                low = [np.nan if p["low"] is None else p["mean"] - p["low"] for p in points]
+                ax.errorbar(depth, mean, yerr=low, marker="o", ms=3, capsize=2, color=color, label=side)
+            ax.set_xlabel("convolution layer (input → output)")
+            ax.set_title(name.replace("_", " "), fontsize=9)
+            ax.set_ylim(-0.05 if name == "top_overlap" else -1.05, 1.05)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(
+            f"{label}: clean vs other image, revised Grad-CAM (predicted class) per layer", fontsize=9
+        )
+
+    return _figure_png(draw, size=(9.0, 3.4))
+
+
 def _grid_png(label: str, x, x_adv, clean, adv, y, y_adv, class_names) -> bytes:
     from saliency_detect.experiments._outputs import _figure_png
 
@@ -225,6 +289,7 @@ def _explain(run) -> dict[str, Any]:
     from saliency_detect import saliency
     from saliency_detect.experiments._outputs import _safe
     from saliency_detect.models import predict_labels
+    from saliency_detect.saliency._gradcam import conv_layers
 
     config = run.config
     dataset = run.load_data()
@@ -275,6 +340,32 @@ def _explain(run) -> dict[str, Any]:
                 if reason is not None:
                     info["measures"][name]["not_applicable"] = reason
             info["control_fooled_rate"] = float(np.mean(y_control != ys))
+            if config.per_layer:
+                layers = conv_layers(f)
+                maps = run.timed(
+                    f"layers/{label}",
+                    lambda xs=xs, xa=xa, xc=x_control, ys=ys, ya=ya, yc=y_control, layers=layers: [
+                        _layer_maps(f, images, classes, layers)
+                        for images, classes in ((xs, ys), (xa, ya), (xc, yc))
+                    ],
+                )
+                attacked = _layer_shift(maps[0], maps[1], config.top_fraction)
+                moved = _layer_shift(maps[0], maps[2], config.top_fraction)
+                info["layers"] = [
+                    {
+                        "layer": layer,
+                        "depth": i + 1,
+                        **{
+                            name: {
+                                "attack": _interval(attacked[layer][name]),
+                                "control": _interval(moved[layer][name]),
+                            }
+                            for name in LAYER_MEASURES
+                        },
+                    }
+                    for i, layer in enumerate(layers)
+                ]
+                figures[f"layers_{_safe(label)}.png"] = _layers_png(label, info["layers"])
             shown = slice(0, min(config.n_figures, len(xs)))
             figures[f"attention_{_safe(label)}.png"] = _grid_png(
                 label,
@@ -293,6 +384,7 @@ def _explain(run) -> dict[str, Any]:
         "versions": versions(),
         "classifier": classifier_info,
         "measures": {name: {"compares": text, "claim": claim} for name, (text, claim) in MEASURES.items()},
+        "layer_measures": dict(LAYER_MEASURES),
         "attacks": attacks,
         "timings": {},
         "files": {},

@@ -241,14 +241,31 @@ def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
             rows,
         )
     )
+    rows = [
+        [label, str(row["depth"]), row["layer"], *(_interval_text(row[name][side], count=True) for name in
+         ("rank_correlation", "top_overlap") for side in ("attack", "control"))]
+        for label, info in results["attacks"].items()
+        for row in info.get("layers", [])
+    ]  # fmt: skip
+    if rows:
+        sections.append(
+            (
+                "Per layer: clean vs adversarial (and control) revised Grad-CAM for the predicted class, "
+                "input to output (mean, 95% CI)",
+                ["attack", "depth", "layer", "rank corr. adv.", "rank corr. control", "top overlap adv.",
+                 "top overlap control"],
+                rows,
+            )
+        )  # fmt: skip
     return sections
 
 
-def _interval_text(interval: dict) -> str:
-    """`mean [low, high]`, or `n/a (no image)` for a measure no image defined."""
+def _interval_text(interval: dict, *, count: bool = False) -> str:
+    """`mean [low, high]` (and `, n = images` when `count`), or `n/a (no image)` when none defined it."""
     if interval["mean"] is None:
         return "n/a (no image)"
-    return f"{interval['mean']:.4f} [{interval['low']:.4f}, {interval['high']:.4f}]"
+    text = f"{interval['mean']:.4f} [{interval['low']:.4f}, {interval['high']:.4f}]"
+    return f"{text}, n = {interval['n']}" if count else text
 
 
 def _eps(value) -> str:

@@ -20,6 +20,11 @@ _CONV_TYPES = (
 )
 
 
+def conv_layers(model: keras.Model) -> tuple[str, ...]:
+    """The names of `model`'s own convolution layers, input to output (not those of nested models)."""
+    return tuple(layer.name for layer in model.layers if isinstance(layer, _CONV_TYPES))
+
+
 def _feature_map_layers(model: keras.Model) -> list[str]:
     names = []
     for layer in model.layers:
@@ -46,7 +51,7 @@ def check_layers(model: keras.Model, layers: Sequence[str] | None) -> tuple[str,
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
     if layers is None:
-        convs = [layer.name for layer in model.layers if isinstance(layer, _CONV_TYPES)]
+        convs = conv_layers(model)
         if not convs:
             raise ValueError(
                 f"{model.name!r} has no convolution layer at its top level to take Grad-CAM at: pass "

@@ -105,8 +105,40 @@ def test_explain_writes_the_claims_table_and_figures(finished_explain):
     assert tables.startswith("# Attention under attack") and "| pgd | entropy_change |" in tables
     assert "| pgd | attention_near_perturbation | n/a: the pixels within the radius" in tables
     assert (out / "attention_pgd.png").read_bytes().startswith(b"\x89PNG")
+    # The per-layer analysis: every convolution of f, input to output, attack beside control.
+    from saliency_detect.models import mnist_net_f
+    from saliency_detect.saliency._gradcam import conv_layers
+
+    rows = pgd["layers"]
+    assert [row["layer"] for row in rows] == list(conv_layers(mnist_net_f()))  # the 4 convolutions
+    assert [row["depth"] for row in rows] == [1, 2, 3, 4]
+    for row in rows:
+        for side in ("attack", "control"):
+            correlation, overlap = row["rank_correlation"][side], row["top_overlap"][side]
+            # A map with no ranking (all zero after Grad-CAM's ReLU) leaves its image out of both.
+            assert correlation["n"] == overlap["n"] <= pgd["n_analysed"]
+            assert correlation["n"] == 0 or (
+                -1.0 <= correlation["mean"] <= 1.0 and 0.0 <= overlap["mean"] <= 1.0
+            )
+    assert "Per layer: clean vs adversarial" in tables and f"| pgd | 1 | {rows[0]['layer']} |" in tables
+    assert (out / "layers_pgd.png").read_bytes().startswith(b"\x89PNG")
     page = (out / "report.html").read_text()
-    assert page.count('<img src="data:image/png;base64,') == len(list(out.glob("attention_*.png")))
+    assert page.count('<img src="data:image/png;base64,') == len(list(out.glob("*.png")))
+
+
+def test_the_per_layer_shift_by_hand():
+    from saliency_detect.experiments._explain import _layer_shift
+
+    clean = {"conv": np.array([[[1, 2], [3, 4]], [[1, 2], [3, 4]], [[1, 2], [3, 4]]], np.float32)}
+    other = {"conv": np.array([[[4, 3], [2, 1]], [[1, 2], [3, 4]], [[0, 0], [0, 0]]], np.float32)}
+    shift = _layer_shift(clean, other, fraction=0.25)["conv"]  # top 1 of the 4 cells
+    # Reversed ranks: -1; the same map: 1; a constant map has no ranking: NaN.
+    np.testing.assert_allclose(shift["rank_correlation"][:2], [-1.0, 1.0], atol=1e-6)
+    assert np.isnan(shift["rank_correlation"][2])
+    # The clean top cell (value 4, bottom right) is the reversed map's lowest: overlap 0; same map: 1;
+    # a constant map has no top cell (its ties would pick any): NaN.
+    np.testing.assert_allclose(shift["top_overlap"][:2], [0.0, 1.0])
+    assert np.isnan(shift["top_overlap"][2])
 
 
 def test_explain_command_uses_flags_over_config(tmp_path, capsys, tiny_explain):
