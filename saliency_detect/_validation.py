@@ -6,8 +6,9 @@ style of Keras's own error messages. None of them uses `assert`.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -123,32 +124,80 @@ def check_labels(y: Any, *, n: int, num_classes: int | None = None, name: str = 
     return y
 
 
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """What a parameter must be: the words of the error message and the test.
+
+    The one definition of "a positive integer", "a positive number", ... that every
+    check of the library uses: `check_positive_int` and the others below, and the
+    configs' declared field constraints (`check_declared`).
+    """
+
+    describe: str
+    accepts: Callable[[Any], bool]
+
+    def check(self, value: Any, name: str) -> Any:
+        """Return `value` if it is accepted, else raise ValueError naming `name`."""
+        if not self.accepts(value):
+            raise ValueError(f"`{name}` must be {self.describe}. Received: {name}={value!r}")
+        return value
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+POSITIVE_INT = Constraint("a positive integer", lambda v: _integer(v) and v >= 1)
+NON_NEGATIVE_INT = Constraint("a non-negative integer", lambda v: _integer(v) and v >= 0)
+POSITIVE_NUMBER = Constraint("a positive number", lambda v: _real(v) and v > 0)
+NON_NEGATIVE_NUMBER = Constraint("a number >= 0", lambda v: _real(v) and v >= 0)
+FRACTION = Constraint("in [0, 1)", lambda v: _real(v) and 0 <= v < 1)
+OPEN_UNIT = Constraint("in (0, 1)", lambda v: _real(v) and 0 < v < 1)
+SHARE = Constraint("in (0, 1]", lambda v: _real(v) and 0 < v <= 1)
+BOOLEAN = Constraint("true or false", lambda v: isinstance(v, bool))
+
+
+def optional(constraint: Constraint) -> Constraint:
+    """`constraint`, or None."""
+    return Constraint(f"{constraint.describe} or None", lambda v: v is None or constraint.accepts(v))
+
+
+def each(constraint: Constraint, describe: str) -> Constraint:
+    """A sequence whose every item meets `constraint` ("positive numbers", ...)."""
+    return Constraint(
+        describe,
+        lambda v: isinstance(v, Sequence) and not isinstance(v, str) and all(map(constraint.accepts, v)),
+    )
+
+
+def check_declared(obj: Any, constraints: Mapping[str, Constraint]) -> None:
+    """Check each attribute `obj.NAME` against `constraints[NAME]`, in order; raise on the first failure."""
+    for name, constraint in constraints.items():
+        constraint.check(getattr(obj, name), name)
+
+
 def check_positive_int(value: Any, name: str) -> int:
     """Return `value` if it is an integer >= 1, else raise ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return int(value)
+    return int(POSITIVE_INT.check(value, name))
 
 
 def check_positive_float(value: Any, name: str) -> float:
     """Return `value` as a float if it is a finite number > 0, else raise ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
-    return float(value)
+    return float(POSITIVE_NUMBER.check(value, name))
 
 
 def check_non_negative_float(value: Any, name: str) -> float:
     """Return `value` as a float if it is a finite number >= 0, else raise ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a number >= 0. Received: {name}={value!r}")
-    return float(value)
+    return float(NON_NEGATIVE_NUMBER.check(value, name))
 
 
 def check_fraction(value: Any, name: str) -> float:
     """Return `value` as a float if it is a number in [0, 1), else raise ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={value!r}")
-    return float(value)
+    return float(FRACTION.check(value, name))
 
 
 def check_input_shape(input_shape: Any, name: str = "input_shape") -> tuple[int, int, int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import math
 import os
 import sys
 from collections.abc import Mapping
@@ -20,6 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from saliency_detect._files import atomic_write_text
+from saliency_detect._validation import (
+    BOOLEAN,
+    NON_NEGATIVE_INT,
+    NON_NEGATIVE_NUMBER,
+    OPEN_UNIT,
+    POSITIVE_INT,
+    POSITIVE_NUMBER,
+    SHARE,
+    check_declared,
+    each,
+    optional,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -277,10 +288,7 @@ class ExplainConfig(_ConfigMethods):
 
     def __post_init__(self) -> None:
         _validate_common(self)
-        for name, low in (("n_images", 1), ("n_figures", 1), ("radius", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"`{name}` must be an integer of at least {low}. Received: {value!r}")
+        check_declared(self, _EXPLAIN_FIELDS)
         from saliency_detect._registry import REQUIRED
         from saliency_detect.attacks._registry import available_attacks
 
@@ -290,10 +298,6 @@ class ExplainConfig(_ConfigMethods):
                     f"Attack {spec.display!r} needs `eps` here (the attention analysis does not search "
                     "it); e.g. 8/255 for PGD on CIFAR-10."
                 )
-        if not (_positive_number(self.top_fraction) and self.top_fraction <= 1):
-            raise ValueError(f"`top_fraction` must be in (0, 1]. Received: {self.top_fraction!r}")
-        if not isinstance(self.per_layer, bool):
-            raise ValueError(f"`per_layer` must be true or false. Received: {self.per_layer!r}")
 
 
 def demo_config() -> ExperimentConfig:
@@ -431,14 +435,47 @@ def _attack_spec(value: Any) -> AttackSpec:
     raise ValueError(f"An attack must be a name or a table. Received: {value!r}")
 
 
-def _positive_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
-
-
-def _check_optional_size(config: ExperimentConfig, name: str) -> None:
-    value = getattr(config, name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"`{name}` must be a positive integer or None. Received: {value!r}")
+#: The constraints of the fields both configs have, checked in this order (`check_declared`).
+_COMMON_FIELDS = {
+    "use_pretrained": BOOLEAN,
+    "train_size": optional(POSITIVE_INT),
+    "test_size": optional(POSITIVE_INT),
+    "epochs": optional(POSITIVE_INT),
+    "seed": NON_NEGATIVE_INT,
+    "learning_rate": optional(POSITIVE_NUMBER),
+    "augment": BOOLEAN,
+}
+#: `ExperimentConfig`'s own numeric and switch fields.
+_EXPERIMENT_FIELDS = {
+    "detector_train_size": optional(POSITIVE_INT),
+    "detector_epochs": optional(POSITIVE_INT),
+    "search_size": POSITIVE_INT,
+    "detector_batch_size": POSITIVE_INT,
+    "adaptive_size": POSITIVE_INT,
+    "security_size": POSITIVE_INT,
+    "security_nb_iter": POSITIVE_INT,
+    "security_restarts": POSITIVE_INT,
+    "detector_learning_rate": optional(POSITIVE_NUMBER),
+    "target_accuracy": OPEN_UNIT,
+    "eps_factors": each(POSITIVE_NUMBER, "positive numbers"),
+    "security_eps_factors": each(POSITIVE_NUMBER, "positive numbers"),
+    "security_transfer": BOOLEAN,
+    "adaptive_sigmas": each(NON_NEGATIVE_NUMBER, "non-negative numbers"),
+}
+#: An `AttackSpec`'s numeric fields (checked in both configs).
+_ATTACK_FIELDS = {
+    "eps": optional(POSITIVE_NUMBER),
+    "train_size": optional(POSITIVE_INT),
+    "target_accuracy": optional(OPEN_UNIT),
+}
+#: `ExplainConfig`'s own numeric and switch fields.
+_EXPLAIN_FIELDS = {
+    "n_images": POSITIVE_INT,
+    "n_figures": POSITIVE_INT,
+    "radius": NON_NEGATIVE_INT,
+    "top_fraction": SHARE,
+    "per_layer": BOOLEAN,
+}
 
 
 def _validate_common(config) -> None:
@@ -452,24 +489,13 @@ def _validate_common(config) -> None:
             object.__setattr__(config, key, tuple(_as_list(getattr(config, key), key)))
     if not isinstance(config.dataset, str) or not config.dataset:
         raise ValueError(f"`dataset` must be a data set name. Received: {config.dataset!r}")
-    if not isinstance(config.use_pretrained, bool):
-        raise ValueError(f"`use_pretrained` must be true or false. Received: {config.use_pretrained!r}")
-    for name in ("train_size", "test_size", "epochs"):
-        _check_optional_size(config, name)
-    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
-        raise ValueError(f"`seed` must be a non-negative integer. Received: {config.seed!r}")
-    if config.learning_rate is not None and not _positive_number(config.learning_rate):
-        raise ValueError(f"`learning_rate` must be a positive number. Received: {config.learning_rate!r}")
+    check_declared(config, _COMMON_FIELDS)
     if not config.attacks:
         raise ValueError("`attacks` must name at least one attack.")
     labels = []
     for spec in config.attacks:
         if spec.name not in _ATTACKS:
             raise ValueError(f"Unknown attack {spec.name!r} in `attacks`. Valid attacks: {sorted(_ATTACKS)}")
-        if spec.eps is not None and not _positive_number(spec.eps):
-            raise ValueError(
-                f"Attack {spec.display!r}: `eps` must be a positive number. Received: {spec.eps!r}"
-            )
         if not isinstance(spec.params, Mapping) or {"eps", "batch_size"} & set(spec.params):
             raise ValueError(
                 f"Attack {spec.display!r}: `params` must be a table of keyword parameters other than "
@@ -479,24 +505,19 @@ def _validate_common(config) -> None:
             _ATTACKS.check_options(spec.name, spec.params)
         except TypeError as e:
             raise ValueError(str(e)) from None
-        size = spec.train_size
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        # An attack's own fields: the same constraints, the attack named in the message.
+        for name, constraint in _ATTACK_FIELDS.items():
+            try:
+                constraint.check(getattr(spec, name), name)
+            except ValueError as e:
+                raise ValueError(f"Attack {spec.display!r}: {e}") from None
+        if spec.target_accuracy is not None and (
+            spec.eps is not None or "eps" not in inspect.signature(_ATTACKS[spec.name]).parameters
+        ):
             raise ValueError(
-                f"Attack {spec.display!r}: `train_size` must be a positive integer or None. "
-                f"Received: {size!r}"
+                f"Attack {spec.display!r}: `target_accuracy` sets the searched ε, so it needs an attack "
+                f"with `eps` and no fixed `eps`. Received: eps={spec.eps!r}"
             )
-        target = spec.target_accuracy
-        if target is not None:
-            if not (_positive_number(target) and target < 1):
-                raise ValueError(
-                    f"Attack {spec.display!r}: `target_accuracy` must be in (0, 1) or None. "
-                    f"Received: {target!r}"
-                )
-            if spec.eps is not None or "eps" not in inspect.signature(_ATTACKS[spec.name]).parameters:
-                raise ValueError(
-                    f"Attack {spec.display!r}: `target_accuracy` sets the searched ε, so it needs an attack "
-                    f"with `eps` and no fixed `eps`. Received: eps={spec.eps!r}"
-                )
         labels.append(spec.display)
     if len(set(labels)) != len(labels):
         raise ValueError(f"Attack labels must be unique; give repeated attacks a `label`. Received: {labels}")
@@ -507,41 +528,16 @@ def _validate(config: ExperimentConfig) -> None:
     from saliency_detect.detector._features import DETECTOR_SALIENCY
 
     _validate_common(config)
-    _check_optional_size(config, "detector_train_size")
-    _check_optional_size(config, "detector_epochs")
-    for name in ("search_size", "detector_batch_size", "adaptive_size", "security_size", "security_nb_iter",
-                 "security_restarts"):  # fmt: skip
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer. Received: {value!r}")
-    if config.detector_learning_rate is not None and not _positive_number(config.detector_learning_rate):
-        raise ValueError(
-            "`detector_learning_rate` must be a positive number or None. "
-            f"Received: {config.detector_learning_rate!r}"
-        )
+    check_declared(config, _EXPERIMENT_FIELDS)
     recipes = config.detector_recipes
     if not recipes or len(set(recipes)) != len(recipes) or not set(recipes) <= set(RECIPES):
         raise ValueError(
             f"`detector_recipes` must list distinct recipes of {list(RECIPES)}, at least one. "
             f"Received: {list(recipes)}"
         )
-    if not 0 < config.target_accuracy < 1:
-        raise ValueError(f"`target_accuracy` must be in (0, 1). Received: {config.target_accuracy!r}")
     unknown = sorted(set(config.baselines) - set(BASELINES))
     if unknown:
         raise ValueError(f"Unknown baseline(s) {unknown} in `baselines`. Valid baselines: {list(BASELINES)}")
-    if not all(_positive_number(v) for v in config.eps_factors):
-        raise ValueError(f"`eps_factors` must be positive numbers. Received: {list(config.eps_factors)}")
-    if not all(_positive_number(v) for v in config.security_eps_factors):
-        raise ValueError(
-            f"`security_eps_factors` must be positive numbers. Received: {list(config.security_eps_factors)}"
-        )
-    if not isinstance(config.security_transfer, bool):
-        raise ValueError(f"`security_transfer` must be true or false. Received: {config.security_transfer!r}")
-    if not all(v == 0 or _positive_number(v) for v in config.adaptive_sigmas):
-        raise ValueError(
-            f"`adaptive_sigmas` must be non-negative numbers. Received: {list(config.adaptive_sigmas)}"
-        )
     if config.saliency not in DETECTOR_SALIENCY:
         raise ValueError(
             f"`saliency` must be one of {list(DETECTOR_SALIENCY)}. Received: {config.saliency!r}"

@@ -50,14 +50,14 @@ def test_config_replace_keeps_everything_else(tiny_config):
         ({"attacks": [{"name": "fgsm", "params": {"eps": 0.1}}]}, r"other than 'eps'"),
         (
             {"attacks": [{"name": "fgsm", "eps": -1}]},
-            r"'fgsm': `eps` must be a positive number. Received: -1",
+            r"'fgsm': `eps` must be a positive number or None. Received: eps=-1",
         ),
         ({"attacks": [{"name": "fgsm", "colour": 1}]}, r"An attack must be a name or a table with keys"),
         ({"attacks": ["fgsm", "fgsm"]}, r"labels must be unique"),
         ({"attacks": []}, r"at least one attack"),
         ({"attacks": "fgsm"}, r"`attacks` must be a list"),
         ({"baselines": ["lid", "magnet"]}, r"Unknown baseline\(s\) \['magnet'\]"),
-        ({"test_size": 0}, r"`test_size` must be a positive integer or None. Received: 0"),
+        ({"test_size": 0}, r"`test_size` must be a positive integer or None. Received: test_size=0"),
         ({"detector_epochs": 1.5}, r"`detector_epochs` must be a positive integer"),
         ({"detector_learning_rate": float("nan")}, r"`detector_learning_rate` must be a positive number"),
         ({"target_accuracy": 1.5}, r"`target_accuracy` must be in \(0, 1\)"),
@@ -197,7 +197,7 @@ def test_explain_config_round_trip_and_errors(tmp_path, tiny_explain):
     assert ExplainConfig().attacks[1] == AttackSpec("pgd", eps=8 / 255)  # the paper's PGD on CIFAR-10
     with pytest.raises(ValueError, match=r"Attack 'pgd' needs `eps` here"):
         tiny_explain(attacks=["pgd"])
-    with pytest.raises(ValueError, match=r"`n_images` must be an integer of at least 1"):
+    with pytest.raises(ValueError, match=r"`n_images` must be a positive integer"):
         tiny_explain(n_images=0)
     with pytest.raises(ValueError, match=r"`top_fraction` must be in \(0, 1\]"):
         tiny_explain(top_fraction=1.5)
