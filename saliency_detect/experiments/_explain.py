@@ -176,29 +176,57 @@ def _layer_shift(clean: dict[str, np.ndarray], other: dict[str, np.ndarray], fra
     return shifts
 
 
+#: The classes the per-layer maps are taken for: each image's predicted class (the
+#: adversarial image's is the class the attack reached), and the true class on every image
+#: (so a map that moved is told apart from a map of another class).
+LAYER_CLASSES = ("predicted", "true")
+
+
+def _per_layer(f, x, x_adv, x_control, y, y_adv, y_control, fraction: float) -> list[dict[str, Any]]:
+    """Each convolution layer's measures, adversarial and control against clean, for both classes."""
+    from saliency_detect.saliency._gradcam import conv_layers
+
+    layers = conv_layers(f)
+    clean = _layer_maps(f, x, y, layers)  # the analysed images are classified correctly: predicted = true
+    rows = [{"layer": layer, "depth": i + 1} for i, layer in enumerate(layers)]
+    for target, classes in (("predicted", (y_adv, y_control)), ("true", (y, y))):
+        attacked = _layer_shift(clean, _layer_maps(f, x_adv, classes[0], layers), fraction)
+        moved = _layer_shift(clean, _layer_maps(f, x_control, classes[1], layers), fraction)
+        for row in rows:
+            row[target] = {
+                name: {
+                    "attack": _interval(attacked[row["layer"]][name]),
+                    "control": _interval(moved[row["layer"]][name]),
+                }
+                for name in LAYER_MEASURES
+            }
+    return rows
+
+
 def _layers_png(label: str, rows: list[dict[str, Any]]) -> bytes:
-    """Each per-layer measure against depth: the attack and the control, with 95% intervals."""
+    """Each per-layer measure against depth, per class: attack and control, with 95% intervals."""
     from saliency_detect.experiments._outputs import _figure_png
 
     depth = [row["depth"] for row in rows]
 
     def draw(fig):
-        axes = fig.subplots(1, len(LAYER_MEASURES), squeeze=False)[0]
-        for ax, name in zip(axes, LAYER_MEASURES, strict=True):
-            for side, color in (("attack", "tab:red"), ("control", "tab:gray")):
-                points = [row[name][side] for row in rows]
-                mean = [np.nan if p["mean"] is None else p["mean"] for p in points]
-                low = [np.nan if p["low"] is None else p["mean"] - p["low"] for p in points]
-                ax.errorbar(depth, mean, yerr=low, marker="o", ms=3, capsize=2, color=color, label=side)
-            ax.set_xlabel("convolution layer (input → output)")
-            ax.set_title(name.replace("_", " "), fontsize=9)
-            ax.set_ylim(-0.05 if name == "top_overlap" else -1.05, 1.05)
-        axes[0].legend(fontsize=7)
-        fig.suptitle(
-            f"{label}: clean vs other image, revised Grad-CAM (predicted class) per layer", fontsize=9
-        )
+        axes = fig.subplots(len(LAYER_CLASSES), len(LAYER_MEASURES), squeeze=False)
+        for r, target in enumerate(LAYER_CLASSES):
+            for c, name in enumerate(LAYER_MEASURES):
+                ax = axes[r][c]
+                for side, color in (("attack", "tab:red"), ("control", "tab:gray")):
+                    points = [row[target][name][side] for row in rows]
+                    mean = [np.nan if p["mean"] is None else p["mean"] for p in points]
+                    half = [np.nan if p["low"] is None else p["mean"] - p["low"] for p in points]
+                    ax.errorbar(depth, mean, yerr=half, marker="o", ms=3, capsize=2, color=color, label=side)
+                ax.set_title(f"{name.replace('_', ' ')} ({target} class)", fontsize=8)
+                ax.set_ylim(-0.05 if name == "top_overlap" else -1.05, 1.05)
+                if r == len(LAYER_CLASSES) - 1:
+                    ax.set_xlabel("convolution layer (input → output)", fontsize=8)
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(f"{label}: revised Grad-CAM per layer, adversarial (and control) vs clean", fontsize=9)
 
-    return _figure_png(draw, size=(9.0, 3.4))
+    return _figure_png(draw, size=(9.0, 6.0))
 
 
 def _grid_png(label: str, x, x_adv, clean, adv, y, y_adv, class_names) -> bytes:
@@ -289,7 +317,6 @@ def _explain(run) -> dict[str, Any]:
     from saliency_detect import saliency
     from saliency_detect.experiments._outputs import _safe
     from saliency_detect.models import predict_labels
-    from saliency_detect.saliency._gradcam import conv_layers
 
     config = run.config
     dataset = run.load_data()
@@ -341,30 +368,12 @@ def _explain(run) -> dict[str, Any]:
                     info["measures"][name]["not_applicable"] = reason
             info["control_fooled_rate"] = float(np.mean(y_control != ys))
             if config.per_layer:
-                layers = conv_layers(f)
-                maps = run.timed(
+                info["layers"] = run.timed(
                     f"layers/{label}",
-                    lambda xs=xs, xa=xa, xc=x_control, ys=ys, ya=ya, yc=y_control, layers=layers: [
-                        _layer_maps(f, images, classes, layers)
-                        for images, classes in ((xs, ys), (xa, ya), (xc, yc))
-                    ],
+                    lambda xs=xs, xa=xa, xc=x_control, ys=ys, ya=ya, yc=y_control: _per_layer(
+                        f, xs, xa, xc, ys, ya, yc, config.top_fraction
+                    ),
                 )
-                attacked = _layer_shift(maps[0], maps[1], config.top_fraction)
-                moved = _layer_shift(maps[0], maps[2], config.top_fraction)
-                info["layers"] = [
-                    {
-                        "layer": layer,
-                        "depth": i + 1,
-                        **{
-                            name: {
-                                "attack": _interval(attacked[layer][name]),
-                                "control": _interval(moved[layer][name]),
-                            }
-                            for name in LAYER_MEASURES
-                        },
-                    }
-                    for i, layer in enumerate(layers)
-                ]
                 figures[f"layers_{_safe(label)}.png"] = _layers_png(label, info["layers"])
             shown = slice(0, min(config.n_figures, len(xs)))
             figures[f"attention_{_safe(label)}.png"] = _grid_png(
@@ -385,6 +394,7 @@ def _explain(run) -> dict[str, Any]:
         "classifier": classifier_info,
         "measures": {name: {"compares": text, "claim": claim} for name, (text, claim) in MEASURES.items()},
         "layer_measures": dict(LAYER_MEASURES),
+        "layer_classes": list(LAYER_CLASSES),
         "attacks": attacks,
         "timings": {},
         "files": {},

@@ -242,18 +242,19 @@ def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
         )
     )
     rows = [
-        [label, str(row["depth"]), row["layer"], *(_interval_text(row[name][side], count=True) for name in
-         ("rank_correlation", "top_overlap") for side in ("attack", "control"))]
+        [label, str(row["depth"]), row["layer"], target, *(_interval_text(row[target][name][side], count=True)
+         for name in ("rank_correlation", "top_overlap") for side in ("attack", "control"))]
         for label, info in results["attacks"].items()
         for row in info.get("layers", [])
+        for target in ("predicted", "true")
     ]  # fmt: skip
     if rows:
         sections.append(
             (
-                "Per layer: clean vs adversarial (and control) revised Grad-CAM for the predicted class, "
-                "input to output (mean, 95% CI)",
-                ["attack", "depth", "layer", "rank corr. adv.", "rank corr. control", "top overlap adv.",
-                 "top overlap control"],
+                "Per layer: clean vs adversarial (and control) revised Grad-CAM, input to output, for each "
+                "image's predicted class and for the true class (mean, 95% CI, images with a map that ranks)",
+                ["attack", "depth", "layer", "class", "rank corr. adv.", "rank corr. control",
+                 "top overlap adv.", "top overlap control"],
                 rows,
             )
         )  # fmt: skip

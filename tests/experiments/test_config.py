@@ -180,6 +180,19 @@ def test_the_config_of_the_recorded_attention_run_loads(tmp_path):
     assert config.attacks[0].params == {"pixels": 3, "popsize": 100, "nb_iter": 30}
 
 
+def test_the_configs_of_the_recorded_per_layer_runs_load(tmp_path):
+    text = (REPO / "docs" / "results.md").read_text()
+    blocks = dict(re.findall(r'```toml title="(layers-[\w-]+\.toml)"\n(.*?)```', text, re.S))
+    assert sorted(blocks) == ["layers-cifar10-net-f.toml", "layers-mnist.toml", "layers-resnet20.toml"]
+    architectures = {}
+    for name, block in blocks.items():
+        (tmp_path / name).write_text(block)
+        config = load_config(tmp_path / name, kind="attention")
+        assert config.per_layer and config.n_images == 500 and [a.name for a in config.attacks] == ["pgd"]
+        architectures[config.architecture] = config.attacks[0].eps
+    assert architectures == {"mnist_net_f": 0.3, "cifar10_net_f": 8 / 255, "resnet20": 8 / 255}
+
+
 def test_the_documented_config_file_loads(tmp_path):
     text = (REPO / "docs" / "experiments.md").read_text()
     block = re.search(r"```toml[^\n]*\n(.*?)```", text, re.S).group(1)

@@ -113,14 +113,16 @@ def test_explain_writes_the_claims_table_and_figures(finished_explain):
     assert [row["layer"] for row in rows] == list(conv_layers(mnist_net_f()))  # the 4 convolutions
     assert [row["depth"] for row in rows] == [1, 2, 3, 4]
     for row in rows:
-        for side in ("attack", "control"):
-            correlation, overlap = row["rank_correlation"][side], row["top_overlap"][side]
+        for target, side in ((t, s) for t in ("predicted", "true") for s in ("attack", "control")):
+            correlation, overlap = row[target]["rank_correlation"][side], row[target]["top_overlap"][side]
             # A map with no ranking (all zero after Grad-CAM's ReLU) leaves its image out of both.
             assert correlation["n"] == overlap["n"] <= pgd["n_analysed"]
             assert correlation["n"] == 0 or (
                 -1.0 <= correlation["mean"] <= 1.0 and 0.0 <= overlap["mean"] <= 1.0
             )
-    assert "Per layer: clean vs adversarial" in tables and f"| pgd | 1 | {rows[0]['layer']} |" in tables
+    assert (
+        "Per layer: clean vs adversarial" in tables and f"| pgd | 1 | {rows[0]['layer']} | true |" in tables
+    )
     assert (out / "layers_pgd.png").read_bytes().startswith(b"\x89PNG")
     page = (out / "report.html").read_text()
     assert page.count('<img src="data:image/png;base64,') == len(list(out.glob("*.png")))
