@@ -143,7 +143,8 @@ def _not_applicable(name: str, measured: dict[str, np.ndarray]) -> str | None:
     return None
 
 
-#: The per-layer measures: how far an image's revised Grad-CAM map at a layer moved.
+#: The per-layer measures: how far an image's revised Grad-CAM map at a layer moved (and,
+#: without any gradient, `feature_change`: the layer's activations' relative change).
 LAYER_MEASURES = {
     "rank_correlation": "Spearman correlation of the clean and the other image's map at the layer",
     "top_overlap": "share of the clean map's top cells (top_fraction of the layer's cells) among the other's",
@@ -182,6 +183,36 @@ def _layer_shift(clean: dict[str, np.ndarray], other: dict[str, np.ndarray], fra
 LAYER_CLASSES = ("predicted", "true")
 
 
+def _feature_change(f, x, x_other, layers: tuple[str, ...], batch_size: int = 64) -> np.ndarray:
+    """(N, layers): each layer's activations' relative change, `||A(x_other) - A(x)|| / ||A(x)||`.
+
+    The features alone, no gradient: how much of a layer's response the perturbation moves.
+    NaN where the clean activations are all zero.
+    """
+    import tensorflow as tf
+
+    from saliency_detect._batching import map_batches
+    from saliency_detect._prepared import prepare
+
+    model = prepare(f).feature_model(tuple(layers))
+    count = len(layers)
+    spec = tf.TensorSpec((None, *x.shape[1:]), tf.float32)
+
+    @tf.function(input_signature=[spec, spec])
+    def step(a, b):
+        changes = []
+        for clean, other in zip(
+            model(a, training=False)[:count], model(b, training=False)[:count], strict=True
+        ):
+            axes = list(range(1, len(clean.shape)))
+            norm = tf.sqrt(tf.reduce_sum(tf.square(clean), axis=axes))
+            moved = tf.sqrt(tf.reduce_sum(tf.square(other - clean), axis=axes))
+            changes.append(tf.where(norm > 0, moved / tf.maximum(norm, 1e-30), np.nan))
+        return tf.stack(changes, axis=1)
+
+    return np.asarray(map_batches(step, (x, x_other), batch_size), np.float64)
+
+
 def _per_layer(f, x, x_adv, x_control, y, y_adv, y_control, fraction: float) -> list[dict[str, Any]]:
     """Each convolution layer's measures, adversarial and control against clean, for both classes."""
     from saliency_detect.saliency._gradcam import conv_layers
@@ -189,6 +220,9 @@ def _per_layer(f, x, x_adv, x_control, y, y_adv, y_control, fraction: float) -> 
     layers = conv_layers(f)
     clean = _layer_maps(f, x, y, layers)  # the analysed images are classified correctly: predicted = true
     rows = [{"layer": layer, "depth": i + 1} for i, layer in enumerate(layers)]
+    attacked, moved = _feature_change(f, x, x_adv, layers), _feature_change(f, x, x_control, layers)
+    for i, row in enumerate(rows):
+        row["feature_change"] = {"attack": _interval(attacked[:, i]), "control": _interval(moved[:, i])}
     for target, classes in (("predicted", (y_adv, y_control)), ("true", (y, y))):
         attacked = _layer_shift(clean, _layer_maps(f, x_adv, classes[0], layers), fraction)
         moved = _layer_shift(clean, _layer_maps(f, x_control, classes[1], layers), fraction)
@@ -209,24 +243,29 @@ def _layers_png(label: str, rows: list[dict[str, Any]]) -> bytes:
 
     depth = [row["depth"] for row in rows]
 
+    def plot(ax, points, title):
+        for side, color in (("attack", "tab:red"), ("control", "tab:gray")):
+            mean = [np.nan if p[side]["mean"] is None else p[side]["mean"] for p in points]
+            half = [np.nan if p[side]["low"] is None else p[side]["mean"] - p[side]["low"] for p in points]
+            ax.errorbar(depth, mean, yerr=half, marker="o", ms=3, capsize=2, color=color, label=side)
+        ax.set_title(title, fontsize=8)
+
     def draw(fig):
-        axes = fig.subplots(len(LAYER_CLASSES), len(LAYER_MEASURES), squeeze=False)
+        axes = fig.subplots(len(LAYER_CLASSES), len(LAYER_MEASURES) + 1, squeeze=False)
         for r, target in enumerate(LAYER_CLASSES):
             for c, name in enumerate(LAYER_MEASURES):
                 ax = axes[r][c]
-                for side, color in (("attack", "tab:red"), ("control", "tab:gray")):
-                    points = [row[target][name][side] for row in rows]
-                    mean = [np.nan if p["mean"] is None else p["mean"] for p in points]
-                    half = [np.nan if p["low"] is None else p["mean"] - p["low"] for p in points]
-                    ax.errorbar(depth, mean, yerr=half, marker="o", ms=3, capsize=2, color=color, label=side)
-                ax.set_title(f"{name.replace('_', ' ')} ({target} class)", fontsize=8)
+                plot(ax, [row[target][name] for row in rows], f"{name.replace('_', ' ')} ({target} class)")
                 ax.set_ylim(-0.05 if name == "top_overlap" else -1.05, 1.05)
                 if r == len(LAYER_CLASSES) - 1:
                     ax.set_xlabel("convolution layer (input → output)", fontsize=8)
+        plot(axes[0][-1], [row["feature_change"] for row in rows], "activations' relative change")
+        axes[0][-1].set_ylim(bottom=0)
+        axes[1][-1].axis("off")
         axes[0][0].legend(fontsize=7)
         fig.suptitle(f"{label}: revised Grad-CAM per layer, adversarial (and control) vs clean", fontsize=9)
 
-    return _figure_png(draw, size=(9.0, 6.0))
+    return _figure_png(draw, size=(12.0, 6.0))
 
 
 def _grid_png(label: str, x, x_adv, clean, adv, y, y_adv, class_names) -> bytes:

@@ -258,6 +258,21 @@ def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
                 rows,
             )
         )  # fmt: skip
+    rows = [
+        [label, str(row["depth"]), row["layer"], *(_interval_text(row["feature_change"][side], count=True)
+         for side in ("attack", "control"))]
+        for label, info in results["attacks"].items()
+        for row in info.get("layers", [])
+    ]  # fmt: skip
+    if rows:
+        sections.append(
+            (
+                "Per layer: relative change of the layer's activations, "
+                "||A(other) - A(clean)|| / ||A(clean)|| (mean, 95% CI)",
+                ["attack", "depth", "layer", "adversarial", "control"],
+                rows,
+            )
+        )
     return sections
 
 

@@ -120,12 +120,33 @@ def test_explain_writes_the_claims_table_and_figures(finished_explain):
             assert correlation["n"] == 0 or (
                 -1.0 <= correlation["mean"] <= 1.0 and 0.0 <= overlap["mean"] <= 1.0
             )
+    for row in rows:  # PGD moves every layer's activations
+        change = row["feature_change"]
+        assert change["attack"]["n"] == pgd["n_analysed"] and change["attack"]["mean"] > 0
+    assert rows[-1]["feature_change"]["attack"]["mean"] > rows[-1]["feature_change"]["control"]["mean"]
+    assert "Per layer: relative change of the layer's activations" in tables
     assert (
         "Per layer: clean vs adversarial" in tables and f"| pgd | 1 | {rows[0]['layer']} | true |" in tables
     )
     assert (out / "layers_pgd.png").read_bytes().startswith(b"\x89PNG")
     page = (out / "report.html").read_text()
     assert page.count('<img src="data:image/png;base64,') == len(list(out.glob("*.png")))
+
+
+def test_the_feature_change_by_hand():
+    import keras
+
+    from saliency_detect.experiments._explain import _feature_change
+
+    inputs = keras.Input((2, 2, 1))
+    doubled = keras.layers.Conv2D(1, 1, use_bias=False, kernel_initializer="ones", name="conv")(inputs)
+    f = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(doubled)))
+    x = np.array([[[[3.0], [0.0]], [[0.0], [4.0]]], [[[0.0], [0.0]], [[0.0], [0.0]]]], np.float32)
+    other = x + np.array([[[0.0], [0.0]], [[0.0], [1.0]]], np.float32)
+    change = _feature_change(f, x, other, ("conv",))
+    # ||(3, 0, 0, 5) - (3, 0, 0, 4)|| / ||(3, 0, 0, 4)|| = 1 / 5; an all-zero clean response: NaN.
+    np.testing.assert_allclose(change[0], [0.2], rtol=1e-6)
+    assert change.shape == (2, 1) and np.isnan(change[1, 0])
 
 
 def test_the_per_layer_shift_by_hand():
