@@ -182,8 +182,9 @@ def test_the_config_of_the_recorded_attention_run_loads(tmp_path):
 
 def test_the_configs_of_the_recorded_per_layer_runs_load(tmp_path):
     text = (REPO / "docs" / "results.md").read_text()
-    blocks = dict(re.findall(r'```toml title="(layers-[\w-]+\.toml)"\n(.*?)```', text, re.S))
-    assert sorted(blocks) == ["layers-cifar10-net-f.toml", "layers-mnist.toml", "layers-resnet20.toml"]
+    blocks = dict(re.findall(r'```toml title="(explain-layers-[\w-]+\.toml)"\n(.*?)```', text, re.S))
+    names = ("cifar10-net-f", "mnist", "resnet20")
+    assert sorted(blocks) == [f"explain-layers-{name}.toml" for name in names]
     architectures = {}
     for name, block in blocks.items():
         (tmp_path / name).write_text(block)
