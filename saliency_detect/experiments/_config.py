@@ -506,11 +506,10 @@ def _validate_common(config) -> None:
         except TypeError as e:
             raise ValueError(str(e)) from None
         # An attack's own fields: the same constraints, the attack named in the message.
-        for name, constraint in _ATTACK_FIELDS.items():
-            try:
-                constraint.check(getattr(spec, name), name)
-            except ValueError as e:
-                raise ValueError(f"Attack {spec.display!r}: {e}") from None
+        try:
+            check_declared(spec, _ATTACK_FIELDS)
+        except ValueError as e:
+            raise ValueError(f"Attack {spec.display!r}: {e}") from None
         if spec.target_accuracy is not None and (
             spec.eps is not None or "eps" not in inspect.signature(_ATTACKS[spec.name]).parameters
         ):

@@ -9,9 +9,10 @@ size" is told apart from an effect of the attack.
 
 The per-layer analysis (the detection paper's §5: "shallow layers are robust to
 adversarial examples, middle layers start to extract wrong features") compares, at every
-convolution layer of f, the revised Grad-CAM map (the layer's feature maps weighted by
-their pooled gradients, for the class f predicts) of each adversarial image with its
-clean image's, beside the same comparison for the control, from input to output.
+convolution layer of f, from input to output, the revised Grad-CAM map (the layer's
+feature maps weighted by their pooled gradients, for each image's predicted class and
+for the true class) of each adversarial image with its clean image's, and the layer's
+activations' relative change, each beside the same comparison for the control.
 """
 
 from __future__ import annotations
@@ -183,22 +184,13 @@ def _layer_shift(clean: dict[str, np.ndarray], other: dict[str, np.ndarray], fra
 LAYER_CLASSES = ("predicted", "true")
 
 
-def _feature_change(f, x, x_other, layers: tuple[str, ...], batch_size: int = 64) -> np.ndarray:
-    """(N, layers): each layer's activations' relative change, `||A(x_other) - A(x)|| / ||A(x)||`.
-
-    The features alone, no gradient: how much of a layer's response the perturbation moves.
-    NaN where the clean activations are all zero.
-    """
+def _feature_change_step(prepared, *, layers: tuple[str, ...]):
+    """`(clean, other) -> (N, layers)` relative changes of each layer's activations (NaN: all-zero clean)."""
     import tensorflow as tf
 
-    from saliency_detect._batching import map_batches
-    from saliency_detect._prepared import prepare
-
-    model = prepare(f).feature_model(tuple(layers))
+    model = prepared.feature_model(layers)
     count = len(layers)
-    spec = tf.TensorSpec((None, *x.shape[1:]), tf.float32)
 
-    @tf.function(input_signature=[spec, spec])
     def step(a, b):
         changes = []
         for clean, other in zip(
@@ -210,6 +202,23 @@ def _feature_change(f, x, x_other, layers: tuple[str, ...], batch_size: int = 64
             changes.append(tf.where(norm > 0, moved / tf.maximum(norm, 1e-30), np.nan))
         return tf.stack(changes, axis=1)
 
+    return step
+
+
+def _feature_change(f, x, x_other, layers: tuple[str, ...], batch_size: int = 64) -> np.ndarray:
+    """(N, layers): each layer's activations' relative change, `||A(x_other) - A(x)|| / ||A(x)||`.
+
+    The features alone, no gradient: how much of a layer's response the perturbation moves.
+    NaN where the clean activations are all zero. The step is compiled once per classifier,
+    layers and image shape (`Prepared.compiled`).
+    """
+    import tensorflow as tf
+
+    from saliency_detect._batching import map_batches
+    from saliency_detect._prepared import prepare
+
+    spec = tf.TensorSpec((None, *x.shape[1:]), tf.float32)
+    step = prepare(f).compiled(_feature_change_step, {"layers": tuple(layers)}, [spec, spec])
     return np.asarray(map_batches(step, (x, x_other), batch_size), np.float64)
 
 

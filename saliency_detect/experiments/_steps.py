@@ -239,10 +239,11 @@ def classifier(run: Run, dataset) -> tuple[Any, dict[str, Any]]:
         stamp = run.cache / "classifier.json"
 
         def load(path):
-            if not stamp.exists() or read_json(stamp)["settings"] != settings:
+            recorded = read_json(stamp) if stamp.exists() else None
+            if recorded is None or recorded["settings"] != settings:
                 raise Stale
             model = load_model(path, compile=False)
-            if model_fingerprint(model) != str(read_json(stamp)["fingerprint"]):
+            if model_fingerprint(model) != str(recorded["fingerprint"]):
                 raise ValueError(
                     f"'{path}' is not the classifier this run trained (its fingerprint differs from the "
                     f"one recorded in '{stamp}'): it was replaced or damaged"

@@ -391,22 +391,29 @@ class _Interrupt(Exception):
     pass
 
 
+def _interrupted_on_third_call(name):
+    """The attack `name`, raising `_Interrupt` on its third call, and its call counter."""
+    calls = {"n": 0}
+    real = attacks.get_attack(name)
+
+    @functools.wraps(real)
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise _Interrupt
+        return real(*args, **kwargs)
+
+    return flaky, calls
+
+
 def test_interrupted_generation_resumes_to_the_same_file(model, tmp_path, monkeypatch):
     params = {"eps": 0.2, "nb_iter": 3, "random_state": 5}
     whole = attacks.generate_adversarial_set(
         model, X, None, "pgd", params, tmp_path / "whole.h5", chunk_size=3, verbose=False
     )
 
-    calls = {"n": 0}
+    flaky_pgd, calls = _interrupted_on_third_call("pgd")
     real_pgd = attacks.get_attack("pgd")
-
-    @functools.wraps(real_pgd)
-    def flaky_pgd(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise _Interrupt
-        return real_pgd(*args, **kwargs)
-
     target = tmp_path / "resumed.h5"
     with pytest.raises(_Interrupt):
         attacks.generate_adversarial_set(
@@ -509,16 +516,7 @@ def test_a_truncated_cache_is_refused_with_its_path_and_the_fix(model, tmp_path,
 
 def test_a_resumed_partial_set_recomputes_its_damaged_chunks(model, tmp_path, monkeypatch):
     whole = attacks.load_adversarial_set(_set(model, tmp_path / "whole.h5"))
-    calls = {"n": 0}
-    real = attacks.get_attack("fgsm")
-
-    @functools.wraps(real)
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise _Interrupt
-        return real(*args, **kwargs)
-
+    flaky, calls = _interrupted_on_third_call("fgsm")
     target = tmp_path / "resumed.h5"
     with pytest.raises(_Interrupt):
         attacks.generate_adversarial_set(

@@ -147,6 +147,12 @@ def test_the_feature_change_by_hand():
     # ||(3, 0, 0, 5) - (3, 0, 0, 4)|| / ||(3, 0, 0, 4)|| = 1 / 5; an all-zero clean response: NaN.
     np.testing.assert_allclose(change[0], [0.2], rtol=1e-6)
     assert change.shape == (2, 1) and np.isnan(change[1, 0])
+    # Compiled once per classifier, layers and image shape, through the per-model step cache.
+    from saliency_detect._prepared import prepare
+
+    _feature_change(f, other, x, ("conv",))
+    steps = [g for key, g in prepare(f)._functions.items() if key[0].__name__ == "_feature_change_step"]
+    assert len(steps) == 1 and steps[0].experimental_get_tracing_count() == 1
 
 
 def test_the_per_layer_shift_by_hand():
