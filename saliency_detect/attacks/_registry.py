@@ -80,13 +80,16 @@ def get_attack(name: str) -> Callable:
     return _ATTACKS.lookup(name)
 
 
-def attack_norm(fn: Callable, params: dict[str, Any]) -> float:
-    """Return the norm an attack's `eps` is measured in (`np.inf` or 2.0).
+def attack_norm(fn: Callable, params: dict[str, Any]) -> float | None:
+    """Return the norm an attack's `eps` is measured in (`np.inf` or 2.0), None without `eps`.
 
     Its `norm` parameter (given or default), else the norm its function declares
     (`fn.norm`, for attacks of one fixed norm such as `iterative_l2`), else L-infinity.
+    Attacks that take no `eps` (JSMA, C&W, Pixel Attack) have no Lp ball: None.
     """
     defaults = _defaults(fn)
+    if "eps" not in defaults:
+        return None
     if "norm" in params or "norm" in defaults:
         return check_norm(params.get("norm", defaults.get("norm")))
     return check_norm(getattr(fn, "norm", np.inf))

@@ -12,7 +12,8 @@ from saliency_detect._prepared import run_compiled
 from saliency_detect._validation import check_positive_float, check_positive_int
 from saliency_detect.attacks._common import image_seeds, setup
 
-# Most perturbed images evaluated in one model call (images per step x population).
+# Most candidate images evaluated in one model call: a generation's batch_size x popsize
+# candidates are scored in groups of whole images' populations that fit under this.
 _EVALUATIONS_PER_CALL = 8192
 
 
@@ -48,8 +49,9 @@ def pixel_attack(
         y: true labels, or targets when `targeted`; None uses the model's predictions.
         clip_range: `(low, high)` valid pixel values; candidate values are drawn in it.
         targeted: reach `y` instead of leaving it.
-        batch_size: most images evolved together (fewer if `batch_size * popsize` would
-            exceed 8,192 model evaluations per call).
+        batch_size: images evolved together. Their `batch_size * popsize` candidates
+            are scored in model calls of at most 8,192 images (whole populations; a
+            population larger than that is one call), which bounds the memory.
         random_state: seed; the same seed and `batch_size` give the same images.
         pixels: pixels changed per image (k).
         popsize: candidates per image.
@@ -80,7 +82,6 @@ def pixel_attack(
     nb_iter = check_positive_int(nb_iter, "nb_iter")
     mutation = check_positive_float(mutation, "mutation")
     low, high = float(clip_range[0]), float(clip_range[1])
-    images_per_call = max(1, min(batch_size, _EVALUATIONS_PER_CALL // popsize))
     constants = {
         "image_shape": tuple(int(d) for d in x.shape[1:]),
         "low": low,
@@ -90,14 +91,29 @@ def pixel_attack(
         "popsize": popsize,
         "nb_iter": nb_iter,
         "mutation": mutation,
+        "num_classes": int(prepared.model.output_shape[-1]),
+        "evaluations_per_call": _EVALUATIONS_PER_CALL,
     }
     return run_compiled(
-        prepared, x, labels, build=_pixel_attack_step, constants=constants, batch_size=images_per_call,
+        prepared, x, labels, build=_pixel_attack_step, constants=constants, batch_size=batch_size,
         extra=(image_seeds(random_state, len(x)),), extra_specs=(tf.TensorSpec((None,), tf.int64),),
     )  # fmt: skip
 
 
-def _pixel_attack_step(prepared, *, image_shape, low, high, targeted, pixels, popsize, nb_iter, mutation):
+def _pixel_attack_step(
+    prepared,
+    *,
+    image_shape,
+    low,
+    high,
+    targeted,
+    pixels,
+    popsize,
+    nb_iter,
+    mutation,
+    num_classes,
+    evaluations_per_call,
+):
     height, width, channels = image_shape
     genes = pixels * (2 + channels)
     # Per gene: bounds of (row, column, value per channel) x pixels.
@@ -117,12 +133,36 @@ def _pixel_attack_step(prepared, *, image_shape, low, high, targeted, pixels, po
         indices = tf.reshape(tf.stack([owner, rows, cols], axis=-1), [-1, 3])
         return tf.tensor_scatter_nd_update(images, indices, tf.reshape(flat[..., 2:], [-1, channels]))
 
+    def candidate_logits(x, candidates):
+        """Logits (B, K, classes) of every candidate, B*K images scored in bounded model calls.
+
+        The images are split into G equal groups (the last padded by repeating images)
+        of at most `evaluations_per_call // popsize` images each, scored one group
+        after another.
+        """
+        batch = tf.shape(x)[0]
+        most = max(1, evaluations_per_call // popsize)
+        groups = (batch + most - 1) // most
+        size = (batch + groups - 1) // groups
+        order = tf.math.floormod(tf.range(groups * size), batch)
+        grouped_x = tf.reshape(tf.gather(x, order), tf.concat([[groups, size], tf.shape(x)[1:]], axis=0))
+        grouped_c = tf.reshape(tf.gather(candidates, order), [groups, size, popsize, genes])
+        logits = tf.map_fn(
+            lambda group: tf.reshape(
+                tf.cast(prepared.model(perturb(*group), training=False), tf.float32),
+                [size, popsize, num_classes],
+            ),
+            (grouped_x, grouped_c),
+            fn_output_signature=tf.TensorSpec([None, popsize, num_classes], tf.float32),
+            parallel_iterations=1,
+        )
+        return tf.reshape(logits, [groups * size, popsize, num_classes])[:batch]
+
     def evaluate(x, candidates, classes):
         """Fitness to minimise (probability of the true class, or minus the target's), and success."""
-        batch = tf.shape(x)[0]
-        logits = prepared.model(perturb(x, candidates), training=False)
-        probabilities = tf.reshape(tf.nn.softmax(logits), [batch, popsize, -1])
-        predicted = tf.reshape(tf.argmax(logits, axis=-1, output_type=tf.int32), [batch, popsize])
+        logits = candidate_logits(x, candidates)
+        probabilities = tf.nn.softmax(logits)
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
         p_class = tf.gather(probabilities, classes, axis=2, batch_dims=1)
         if targeted:
             return -p_class, tf.equal(predicted, classes[:, None])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,8 +33,6 @@ from saliency_detect.experiments._steps import (
 if TYPE_CHECKING:
     import tensorflow as tf
 
-#: Attacks whose ε is an L-infinity bound; the adaptive attack runs against the first.
-_LINF_ATTACKS = ("fgsm", "bim", "pgd")
 #: Test images per attack in the report's Figure 1 grid.
 _GRID_IMAGES = 4
 
@@ -180,7 +179,7 @@ def _experiment(run) -> dict[str, Any]:
                 f"adversarial {report['d_accuracy_adversarial']:.3f}, ROC AUC {report['roc_auc']:.3f}"
             )
         if config.security_eps_factors:
-            norm = _attack_norm(spec) if eps is not None else None
+            norm = _attack_norm(spec.name, spec.params) if eps is not None else None
             security_jobs[label] = {
                 "spec": spec,
                 "attack_eps": eps,
@@ -464,7 +463,11 @@ def _adaptive(run: Run, f, detectors, attacks, x_test, y_test) -> dict[str, Any]
     from saliency_detect.models import predict_labels
 
     sigmas = run.config.adaptive_sigmas
-    eligible = [label for label, a in attacks.items() if a["name"] in _LINF_ATTACKS and a["eps"] is not None]
+    eligible = [
+        label
+        for label, a in attacks.items()
+        if a["eps"] is not None and _attack_norm(a["name"], a["params"]) == np.inf
+    ]
     target = eligible[0] if eligible else None
     if not sigmas or target is None:
         return None
@@ -492,13 +495,11 @@ def _adaptive(run: Run, f, detectors, attacks, x_test, y_test) -> dict[str, Any]
 _SECURITY_FPR = 0.05
 
 
-def _attack_norm(spec: AttackSpec) -> float | None:
-    """The norm of an attack's ε (np.inf or 2), or None for attacks without an Lp ball."""
-    from saliency_detect.attacks._common import check_norm
+def _attack_norm(name: str, params: Mapping[str, Any]) -> float | None:
+    """The norm of an attack's ε (np.inf or 2) as the attack declares it; None without an Lp ball."""
+    from saliency_detect.attacks._registry import attack_norm, get_attack
 
-    if spec.name in _LINF_ATTACKS:
-        return check_norm(spec.params.get("norm", np.inf))
-    return 2.0 if spec.name == "iterative_l2" else None
+    return attack_norm(get_attack(name), dict(params))
 
 
 def _security(run: Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> dict[str, Any] | None:

@@ -284,6 +284,8 @@ def test_the_norm_of_an_attack_comes_from_its_parameters_or_its_declaration(mode
     assert attack_norm(attacks.fgsm, {"norm": 2}) == 2.0 and attack_norm(attacks.pgd, {"norm": "l2"}) == 2.0
     assert attack_norm(attacks.iterative_l2, {}) == 2.0  # declared: its eps is always an L2 radius
     assert attack_norm(attacks.bim, {}) == np.inf
+    # No eps, no Lp ball: the security section and the adaptive attack skip these.
+    assert attack_norm(attacks.jsma, {}) is None and attack_norm(attacks.pixel_attack, {}) is None
 
     def blur(model, x, y=None, *, eps, clip_range=(0.0, 1.0), batch_size=128):
         return np.clip(np.asarray(x) + eps / np.sqrt(x[0].size), *clip_range).astype(np.float32)

@@ -1,5 +1,7 @@
 """JSMA, C&W L2 and Pixel Attack: correctness, success on MNIST-NET-f, and ART references."""
 
+import importlib
+
 import keras
 import numpy as np
 import pytest
@@ -290,8 +292,12 @@ class _CountImages(keras.layers.Layer):
     def build(self, input_shape):
         self.seen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="seen")
 
+        self.largest = self.add_weight(shape=(), initializer="zeros", trainable=False, name="largest")
+
     def call(self, x):
-        self.seen.assign_add(keras.ops.cast(keras.ops.shape(x)[0], "float32"))
+        images = keras.ops.cast(keras.ops.shape(x)[0], "float32")
+        self.seen.assign_add(images)
+        self.largest.assign(keras.ops.maximum(self.largest, images))
         return x
 
 
@@ -318,6 +324,24 @@ def test_pixel_attack_stops_evaluating_a_fooled_image():
     # both to the end would cost 2 x popsize x nb_iter).
     seen, start = float(counter.seen.numpy()), 2 + 2 * popsize
     assert start + popsize * nb_iter <= seen < start + popsize * (nb_iter + nb_iter // 2)
+
+
+def test_pixel_attack_evolves_batch_size_images_together_in_bounded_calls(monkeypatch):
+    """`batch_size` is what the user gave: the same images come out when the model calls are
+    split into groups (memory), and no call is larger than the bound."""
+    module = importlib.import_module("saliency_detect.attacks.pixel_attack")
+
+    inputs = keras.Input((28, 28, 1))
+    counter = _CountImages()
+    keras.utils.set_random_seed(0)
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(counter(inputs))))
+    run = lambda: attacks.pixel_attack(model, X, pixels=2, popsize=8, nb_iter=3, random_state=2)  # noqa: E731
+    whole = run()
+    assert counter.largest.numpy() == len(X) * 8  # one call for all six populations
+    monkeypatch.setattr(module, "_EVALUATIONS_PER_CALL", 20)  # two populations (16 images) per call
+    counter.largest.assign(0.0)
+    np.testing.assert_allclose(run(), whole, atol=1e-6)
+    assert counter.largest.numpy() == 16
 
 
 def test_pixel_attack_changes_at_most_k_pixels_and_is_seeded():

@@ -458,6 +458,8 @@ def test_security_attacks_detectors_of_attacks_without_a_ball_in_the_first_linf_
     assert section["bim"]["n_images"] == 8 and section["bim"]["n_calibration"] == 52
     titles = [title for title, _, _ in _security_sections(section)]
     assert titles[1].startswith("Security: jsma (L∞ at bim's ε, 8 images") and "sanity" not in titles[-1]
+    # The norm is the attack's own declaration, not a list of names: an L2 BIM is L2.
+    assert _pipeline._attack_norm("bim", {"norm": 2}) == 2.0 and _pipeline._attack_norm("jsma", {}) is None
     # With no attack that has a ball, there is nothing to borrow: the section is left out.
     assert _pipeline._security(Run(config, tmp_path / "b", verbose=0), f,
                                {"jsma": job("jsma", None, None)}, x, y) is None  # fmt: skip
