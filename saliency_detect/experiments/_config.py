@@ -91,8 +91,24 @@ def _default_attacks() -> tuple[AttackSpec, ...]:
     return (AttackSpec("fgsm"), AttackSpec("bim"), AttackSpec("iterative_l2"), AttackSpec("jsma"))
 
 
-class _ConfigMethods:
-    """Conversions shared by `ExperimentConfig` and `ExplainConfig` (plain data, JSON / TOML)."""
+@dataclass(frozen=True, kw_only=True)
+class _RunSettings:
+    """The settings both experiments share (data, classifier, attacks, seed), and their
+    conversions (plain data: JSON / TOML). `ExperimentConfig` and `ExplainConfig` add their
+    own fields; `ExplainConfig` changes four defaults. Documented on each config."""
+
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    model: str | None = None
+    use_pretrained: bool = True
+    architecture: str | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    epochs: int | None = None
+    learning_rate: float | None = None
+    augment: bool = False
+    attacks: tuple[AttackSpec, ...] = field(default_factory=_default_attacks)
+    seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as JSON-ready values (`from_dict` reads them back)."""
@@ -116,8 +132,8 @@ class _ConfigMethods:
         return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
 
-@dataclass(frozen=True)
-class ExperimentConfig(_ConfigMethods):
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig(_RunSettings):
     """The settings of one detection experiment (`run_experiment`, `saliency-detect reproduce`).
 
     Attributes:
@@ -176,17 +192,6 @@ class ExperimentConfig(_ConfigMethods):
         seed: the seed of training, attacks and splits.
     """
 
-    dataset: str = "mnist"
-    data_dir: str | None = None
-    model: str | None = None
-    use_pretrained: bool = True
-    architecture: str | None = None
-    train_size: int | None = None
-    test_size: int | None = None
-    epochs: int | None = None
-    learning_rate: float | None = None
-    augment: bool = False
-    attacks: tuple[AttackSpec, ...] = field(default_factory=_default_attacks)
     target_accuracy: float = 0.30
     search_size: int = 1000
     detector_train_size: int | None = None
@@ -204,7 +209,6 @@ class ExperimentConfig(_ConfigMethods):
     security_nb_iter: int = 40
     security_restarts: int = 1
     security_transfer: bool = True
-    seed: int = 0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -234,8 +238,8 @@ def _explain_attacks() -> tuple[AttackSpec, ...]:
     return (AttackSpec("pixel_attack", params={"pixels": 3}), AttackSpec("pgd", eps=8 / 255))
 
 
-@dataclass(frozen=True)
-class ExplainConfig(_ConfigMethods):
+@dataclass(frozen=True, kw_only=True)
+class ExplainConfig(_RunSettings):
     """The settings of the attention analysis (`run_explain`, `saliency-detect explain`).
 
     The attention paper's question: where does the classifier look on adversarial images?
@@ -268,15 +272,9 @@ class ExplainConfig(_ConfigMethods):
         seed: the seed of training, attacks and the control.
     """
 
+    # The attention paper's setting: its ResNet on CIFAR-10, Pixel Attack and PGD.
     dataset: str = "cifar10"
-    data_dir: str | None = None
-    model: str | None = None
-    use_pretrained: bool = True
     architecture: str | None = "resnet20"
-    train_size: int | None = None
-    test_size: int | None = None
-    epochs: int | None = None
-    learning_rate: float | None = None
     augment: bool = True
     attacks: tuple[AttackSpec, ...] = field(default_factory=_explain_attacks)
     n_images: int = 500
@@ -284,7 +282,6 @@ class ExplainConfig(_ConfigMethods):
     radius: int = 1
     top_fraction: float = 0.1
     per_layer: bool = True
-    seed: int = 0
 
     def __post_init__(self) -> None:
         _validate_common(self)

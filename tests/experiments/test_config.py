@@ -219,3 +219,26 @@ def test_explain_config_round_trip_and_errors(tmp_path, tiny_explain):
         tiny_explain(detector_epochs=3)
     with pytest.raises(ValueError, match="`kind` must be"):
         load_config(tmp_path / "e.json", kind="other")
+
+
+def test_both_configs_share_one_declaration_of_the_run_settings():
+    """Data, classifier, attacks and seed are declared once; the attention config changes only
+    the defaults of its paper's setting, and every setting is passed by keyword."""
+    import dataclasses
+
+    from saliency_detect.experiments import ExperimentConfig, ExplainConfig
+
+    shared = ["dataset", "data_dir", "model", "use_pretrained", "architecture", "train_size", "test_size",
+              "epochs", "learning_rate", "augment", "attacks", "seed"]  # fmt: skip
+    for config in (ExperimentConfig, ExplainConfig):
+        assert [f.name for f in dataclasses.fields(config)][: len(shared)] == shared
+        with pytest.raises(TypeError):
+            config("mnist")
+    detection, attention = ExperimentConfig(), ExplainConfig()
+    changed = [name for name in shared if getattr(detection, name) != getattr(attention, name)]
+    assert changed == ["dataset", "architecture", "augment", "attacks"]
+    assert (attention.dataset, attention.architecture, attention.augment) == ("cifar10", "resnet20", True)
+    # The shared checks run for both.
+    for config in (ExperimentConfig, ExplainConfig):
+        with pytest.raises(ValueError, match=r"`seed` must be a non-negative integer"):
+            config(seed=-1)
