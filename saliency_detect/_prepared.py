@@ -88,6 +88,7 @@ class Prepared:
         signature: Sequence[tf.TensorSpec],
         *,
         cache: bool = True,
+        owner: object | None = None,
     ) -> Callable:
         """Return `tf.function(build(self, **constants))` for `signature`, compiled once.
 
@@ -95,8 +96,12 @@ class Prepared:
         returns reads besides the view comes in through `constants`, which with `build`
         and the signature's shapes is the cache key. A constant cannot be left out of the
         key, so a call with other settings never runs a graph compiled for the old ones.
-        `cache=False` compiles for this call only (for a step that holds another model,
-        such as a detector, which the per-model cache must not keep alive).
+
+        A step that also reads a fitted detector (the joint attacks) passes it as
+        `owner`: the step is then kept on the detector, not in this view's cache (which
+        would keep the detector, and through it the classifier, alive), and dropped when
+        the detector's fitted state changes (`owner_steps`). `cache=False` compiles for
+        this call only (a bare Keras model as the detector).
         """
         if getattr(build, "__closure__", None):
             captured = ", ".join(build.__code__.co_freevars)
@@ -106,9 +111,12 @@ class Prepared:
             )
         if not cache:
             return tf.function(build(self, **constants), input_signature=list(signature))
-        key = (build, tuple(sorted(constants.items())), tuple(tuple(spec.shape) for spec in signature))
+        store = self._functions if owner is None else owner_steps(owner)
+        # The view is part of the key for the steps kept on a detector, which may be
+        # attacked through several classifiers' views.
+        key = (build, tuple(sorted(constants.items())), tuple(tuple(spec.shape) for spec in signature), self)
         try:
-            function = self._functions.get(key)
+            function = store.get(key)
         except TypeError:
             raise TypeError(
                 f"The constants of {build.__qualname__} must be hashable to key its compiled step. "
@@ -116,7 +124,7 @@ class Prepared:
             ) from None
         if function is None:
             function = tf.function(build(self, **constants), input_signature=list(signature))
-            self._functions[key] = function
+            store[key] = function
         return function
 
     def _check_matches(self, original: keras.Model) -> None:
@@ -133,6 +141,32 @@ class Prepared:
                 f"{float(np.max(np.abs(np.asarray(expected) - np.asarray(received)))):.3g}). "
                 "Please report this with the model's summary."
             )
+
+
+def owner_steps(owner: object) -> dict:
+    """The compiled steps kept on `owner` (a fitted detector) for its current fitted state.
+
+    The state is the detector's public fitted attributes (scikit-learn's trailing `_`)
+    by identity: a refit or a calibration replaces one of them, and the steps compiled
+    for the old state are dropped. The state is held beside the steps, so no identity
+    can be reused while they live. Kept in the detector's `__dict__`, so the steps
+    (which hold the detector) are freed with it.
+    """
+    fitted = tuple(
+        (name, value)
+        for name, value in vars(owner).items()
+        if name.endswith("_") and not name.startswith("_")
+    )
+    identity = tuple((name, id(value)) for name, value in fitted)
+    held = vars(owner).get("_compiled_steps")
+    if held is None or held[0] != identity:
+        held = (identity, fitted, {})
+        vars(owner)["_compiled_steps"] = held
+    return held[2]
+
+
+def _is_fitted_attribute(name: str) -> bool:
+    return name.endswith("_") and not name.startswith("_")
 
 
 def prepare(model: keras.Model, rule: str = "vanilla") -> Prepared:
@@ -158,6 +192,7 @@ def run_compiled(
     extra: Sequence[np.ndarray] = (),
     extra_specs: Sequence[tf.TensorSpec] = (),
     cache: bool = True,
+    owner: object | None = None,
     progress: bool = False,
 ):
     """Compile `build(prepared, **constants)` once per constants and image shape, then run it batch by batch.
@@ -165,12 +200,12 @@ def run_compiled(
     The step is called as `step(x, labels, *extra)` on each batch; `labels` are int32 class
     indices where -1 means "the model's prediction". Its input signature has a `None`
     batch dimension, so the last, smaller batch does not retrace. See `Prepared.compiled`
-    for `build`, `constants` and `cache`.
+    for `build`, `constants`, `cache` and `owner`.
     """
     signature = [
         tf.TensorSpec((None, *x.shape[1:]), tf.float32),
         tf.TensorSpec((None,), tf.int32),
         *extra_specs,
     ]
-    step = prepared.compiled(build, constants, signature, cache=cache)
+    step = prepared.compiled(build, constants, signature, cache=cache, owner=owner)
     return map_batches(step, (x, labels, *extra), batch_size, progress=progress)

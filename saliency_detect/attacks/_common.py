@@ -195,6 +195,15 @@ def detector_score(detector) -> tuple[Callable[[tf.Tensor], tf.Tensor], float]:
     )
 
 
+def step_owner(detector) -> tuple[bool, object | None]:
+    """Where a step reading `detector` is cached: `(cache, owner)` for `Prepared.compiled`.
+
+    A detector of the library keeps the steps compiled for it (until it is refit); a bare
+    Keras model, whose score function is made anew on every call, compiles per call.
+    """
+    return (False, None) if isinstance(detector, keras.Model) else (True, detector)
+
+
 def _per_image_norm(t: tf.Tensor) -> tf.Tensor:
     return tf.sqrt(tf.maximum(_TINY, tf.reduce_sum(tf.square(t), axis=[1, 2, 3], keepdims=True)))
 

@@ -22,6 +22,7 @@ from saliency_detect.attacks._common import (
     random_in_ball,
     setup,
     steepest_step,
+    step_owner,
 )
 
 
@@ -74,6 +75,7 @@ def projected_gradient(
     loss="cross_entropy",
     confidence: float = np.inf,
     objective: Objective | None = None,
+    detector=None,
 ) -> np.ndarray:
     """Iterate `steepest step -> clip to range -> project on the eps-ball` from `x` or a random start.
 
@@ -82,7 +84,9 @@ def projected_gradient(
     succeed: then each run returns its final iterate if it succeeds, else its last
     successful one (checked on the pass that computes each step, at no extra cost). With
     several restarts each image keeps the run with the highest final loss, a successful
-    run first. The per-image labels are fixed from the clean images.
+    run first. The per-image labels are fixed from the clean images. `objective` must
+    compare equal across calls with the same settings (a frozen dataclass) for its step
+    to be reused; it is kept on `detector` (`attacks._common.step_owner`).
     """
     prepared, x, labels = setup(model, x, y, clip_range=clip_range, targeted=targeted, batch_size=batch_size)
     eps, norm, nb_iter, eps_iter = check_iterative(
@@ -107,10 +111,11 @@ def projected_gradient(
         "objective": objective,
     }
     n = len(x)
-    # A step holding a detector (the joint attacks' objective) is compiled for this call
-    # only: the per-model cache must not keep the detector alive.
+    # A step holding a detector (the joint attacks' objective) is kept on the detector:
+    # the classifier's cache must not keep the detector alive.
+    cache, owner = step_owner(detector) if objective is not None else (True, None)
     return run_compiled(
-        prepared, x, labels, build=_projected_gradient_step, constants=constants, cache=objective is None,
+        prepared, x, labels, build=_projected_gradient_step, constants=constants, cache=cache, owner=owner,
         batch_size=batch_size,
         extra=(image_seeds(random_state, n), per_image(eps, n), per_image(eps_iter, n)),
         extra_specs=(tf.TensorSpec((None,), tf.int64), *[tf.TensorSpec((None,), tf.float32)] * 2),

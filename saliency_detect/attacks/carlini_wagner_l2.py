@@ -13,7 +13,7 @@ from saliency_detect._classes import resolve_classes
 from saliency_detect._gradients import score_gradients
 from saliency_detect._prepared import run_compiled
 from saliency_detect._validation import check_non_negative_float, check_positive_float, check_positive_int
-from saliency_detect.attacks._common import class_margin, detector_score, setup
+from saliency_detect.attacks._common import class_margin, detector_score, setup, step_owner
 
 if TYPE_CHECKING:
     from saliency_detect.detector._base import Detector
@@ -117,15 +117,17 @@ def carlini_wagner_l2(
         "threshold": threshold,
         "weight": weight,
     }
-    # A step holding a detector is compiled for this call only: the per-model cache must
-    # not keep the detector alive.
+    # A step holding a detector is kept on the detector: the classifier's cache must not
+    # keep the detector alive.
+    cache, owner = step_owner(detector) if score is not None else (True, None)
     return run_compiled(
         prepared,
         x,
         labels,
         build=_carlini_wagner_step,
         constants=constants,
-        cache=score is None,
+        cache=cache,
+        owner=owner,
         batch_size=batch_size,
     )
 

@@ -9,9 +9,9 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
 
-from saliency_detect._batching import map_batches
 from saliency_detect._classes import resolve_classes
 from saliency_detect._gradients import score_gradients
+from saliency_detect._prepared import run_compiled
 from saliency_detect._validation import model_image_shape
 from saliency_detect.attacks._common import (
     as_column,
@@ -20,6 +20,7 @@ from saliency_detect.attacks._common import (
     per_image,
     setup,
     steepest_step,
+    step_owner,
 )
 from saliency_detect.attacks._iterative import check_iterative, iterate
 
@@ -106,9 +107,27 @@ def detector_aware(
         raise ValueError(
             f"`detector` takes images of shape {tuple(expected)}, but `x` has images of shape {x.shape[1:]}."
         )
-    low, high = float(clip_range[0]), float(clip_range[1])
-    sigma = float(sigma)
+    constants = {
+        "score": score,
+        "sigma": float(sigma),
+        "norm": norm,
+        "nb_iter": nb_iter,
+        "low": float(clip_range[0]),
+        "high": float(clip_range[1]),
+        "targeted": targeted,
+    }
+    # Kept on the detector, not in the classifier's cache: the step holds the detector,
+    # which holds the classifier, and the per-model cache must not keep models alive.
+    cache, owner = step_owner(detector)
+    n = len(x)
+    return run_compiled(
+        prepared, x, labels, build=_detector_aware_step, constants=constants, cache=cache, owner=owner,
+        batch_size=batch_size, extra=(per_image(eps, n), per_image(eps_iter, n)),
+        extra_specs=(tf.TensorSpec((None,), tf.float32),) * 2,
+    )  # fmt: skip
 
+
+def _detector_aware_step(prepared, *, score, sigma, norm, nb_iter, low, high, targeted):
     def detector_gradient(images):
         return score_gradients(lambda z: (score(z), ()), images)[2][0]
 
@@ -122,14 +141,4 @@ def detector_aware(
 
         return iterate(x, x, move, eps=eps, norm=norm, nb_iter=nb_iter, low=low, high=high)
 
-    signature = [
-        tf.TensorSpec((None, *x.shape[1:]), tf.float32),
-        tf.TensorSpec((None,), tf.int32),
-        tf.TensorSpec((None,), tf.float32),
-        tf.TensorSpec((None,), tf.float32),
-    ]
-    # Compiled per call, not cached on the classifier: the step holds the detector,
-    # which holds the classifier, and the per-model cache must not keep models alive.
-    compiled = tf.function(step, input_signature=signature)
-    n = len(x)
-    return map_batches(compiled, (x, labels, per_image(eps, n), per_image(eps_iter, n)), batch_size)
+    return step

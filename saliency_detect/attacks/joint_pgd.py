@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import keras
@@ -123,25 +125,40 @@ def joint_pgd(
             f"confidence, or mode='sum'. Received: loss={loss!r}, confidence={confidence!r}"
         )
     score, threshold = detector_score(detector)
-
-    def objective(images, labels, logits, f_loss):
-        """The joint loss, and which images fool f without being flagged."""
-        scores = score(images)
-        detector_loss = weight * tf.nn.softplus(scores - threshold)
-        if mode == "sum":
-            total = f_loss - detector_loss
-        else:  # the capped margin reaches `confidence` exactly when f is fooled by that margin
-            total = tf.where(f_loss >= confidence, -detector_loss, f_loss)
-        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        fooled = tf.equal(predicted, labels) if targeted else tf.not_equal(predicted, labels)
-        # With no weight the detector plays no part, not even in choosing the iterate.
-        return total, (fooled & (scores <= threshold)) if weight > 0 else tf.zeros_like(fooled)
-
+    objective = _JointObjective(score, weight, mode, threshold, float(confidence), bool(targeted))
     return projected_gradient(
         model, x, y, eps=eps, norm=norm, clip_range=clip_range, targeted=targeted, batch_size=batch_size,
         random_state=random_state, eps_iter=eps_iter, nb_iter=nb_iter, rand_init=rand_init,
-        restarts=restarts, loss=loss, confidence=confidence, objective=objective,
+        restarts=restarts, loss=loss, confidence=confidence, objective=objective, detector=detector,
     )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class _JointObjective:
+    """The joint loss of f and D, and which images fool f without being flagged.
+
+    A value (equal settings compare equal), so the compiled step is reused across calls
+    on one detector; `score` is the detector's bound `decision_tensor`.
+    """
+
+    score: Callable[[tf.Tensor], tf.Tensor]
+    weight: float
+    mode: str
+    threshold: float
+    confidence: float
+    targeted: bool
+
+    def __call__(self, images, labels, logits, f_loss):
+        scores = self.score(images)
+        detector_loss = self.weight * tf.nn.softplus(scores - self.threshold)
+        if self.mode == "sum":
+            total = f_loss - detector_loss
+        else:  # the capped margin reaches `confidence` exactly when f is fooled by that margin
+            total = tf.where(f_loss >= self.confidence, -detector_loss, f_loss)
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        fooled = tf.equal(predicted, labels) if self.targeted else tf.not_equal(predicted, labels)
+        # With no weight the detector plays no part, not even in choosing the iterate.
+        return total, (fooled & (scores <= self.threshold)) if self.weight > 0 else tf.zeros_like(fooled)
 
 
 #: The ways `joint_pgd` combines the classifier's and the detector's losses.

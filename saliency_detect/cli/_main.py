@@ -8,7 +8,6 @@ heavy imports (TensorFlow) happen inside `run`, so `--help` is instant.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -17,17 +16,6 @@ from saliency_detect._version import __version__
 from saliency_detect.cli import _attack, _detect, _experiment, _train
 
 _COMMANDS = (_experiment, _train, _attack, _detect)
-
-
-class _DropRetracingWarnings(logging.Filter):
-    """Drops TensorFlow's "triggered tf.function retracing" warnings.
-
-    Every detector the experiment fits traces its own saliency function once; TensorFlow
-    counts those as retracing of one function and warns, which is noise on a terminal.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv  # the command line as given, for the records commands write (model cards)
     # Quiet TensorFlow's C++ start-up chatter for this process only, unless the user set it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.getLogger("tensorflow").addFilter(_DropRetracingWarnings())
     try:
         return args.run(args)
     except KeyboardInterrupt:

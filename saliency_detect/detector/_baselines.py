@@ -410,18 +410,19 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
         would be hundreds of kilobytes per MNIST image (tens of gigabytes for a full-scale
         run).
         """
-        signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
-        step = tf.function(self._lid_tensor, input_signature=signature)
-        return map_batches(step, (x,), self.batch_size)
+        prepared = prepare(self.classifier)
+        signature = [
+            tf.TensorSpec((None, *x.shape[1:]), tf.float32),
+            *[tf.TensorSpec((None, r.shape[1]), tf.as_dtype(r.dtype)) for r in self.reference_],
+        ]
+        step = prepared.compiled(_lid_step, {"layers": tuple(self.layers_), "k": int(self.k)}, signature)
+        references = [tf.constant(r) for r in self.reference_]
+        return map_batches(lambda images: step(images, *references), (x,), self.batch_size)
 
     def _lid_tensor(self, images: tf.Tensor) -> tf.Tensor:
         """Per-layer LIDs (N, layers) of a batch, as TensorFlow ops."""
-        model = prepare(self.classifier).feature_model(tuple(self.layers_))
-        count, k = len(self.layers_), self.k
-        outputs = model(images, training=False)[:count]
-        flat = [tf.reshape(o, [tf.shape(o)[0], -1]) for o in outputs]
-        lids = [_lid(a, tf.constant(r), k) for a, r in zip(flat, self.reference_, strict=True)]
-        return tf.stack(lids, axis=1)
+        step = _lid_step(prepare(self.classifier), layers=tuple(self.layers_), k=int(self.k))
+        return step(images, *[tf.constant(r) for r in self.reference_])
 
     def minibatch_lids(self, x_clean: ArrayLike, x_adv: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Per-layer LIDs under the reference code's protocol (Ma et al.'s `mle_batch`), for comparison.
@@ -459,22 +460,9 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
                 f"`x_adv` must hold one adversarial image per clean image: expected {len(x_clean)}. "
                 f"Received {len(x_adv)}."
             )
-        model = prepare(self.classifier).feature_model(tuple(self.layers_))
-        count = len(self.layers_)
-
-        @tf.function(input_signature=[tf.TensorSpec((None, *x_clean.shape[1:]), tf.float32)] * 2)
-        def step(clean, adversarial):
-            k = tf.minimum(self.k, tf.shape(clean)[0] - 1)
-            both = model(tf.concat([clean, adversarial], axis=0), training=False)[:count]
-            n = tf.shape(clean)[0]
-            columns_clean, columns_adv = [], []
-            for output in both:
-                flat = tf.reshape(output, [tf.shape(output)[0], -1])
-                reference = flat[:n]
-                columns_clean.append(_lid_drop_nearest(reference, reference, k))
-                columns_adv.append(_lid_drop_nearest(flat[n:], reference, k))
-            return tf.stack(columns_clean, axis=1), tf.stack(columns_adv, axis=1)
-
+        signature = [tf.TensorSpec((None, *x_clean.shape[1:]), tf.float32)] * 2
+        constants = {"layers": tuple(self.layers_), "k": int(self.k)}
+        step = prepare(self.classifier).compiled(_minibatch_lid_step, constants, signature)
         return map_batches(step, (x_clean, x_adv), int(self.n_reference))
 
     def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> LIDDetector:
@@ -566,6 +554,39 @@ def _mle(nearest: tf.Tensor) -> tf.Tensor:
     """`-(mean_i log(r_i / r_k))^-1` per row of ascending neighbour distances (N, k), as float32."""
     log_ratio = tf.math.log(tf.maximum(nearest, 1e-12) / tf.maximum(nearest[:, -1:], 1e-12))
     return tf.cast(-1.0 / tf.minimum(tf.reduce_mean(log_ratio, axis=1), -1e-12), tf.float32)
+
+
+def _lid_step(prepared, *, layers: tuple[str, ...], k: int):
+    """Per-layer LIDs (N, layers) of a batch against the reference activations (one input per layer)."""
+    model = prepared.feature_model(layers)
+    count = len(layers)
+
+    def step(images, *references):
+        outputs = model(images, training=False)[:count]
+        flat = [tf.reshape(o, [tf.shape(o)[0], -1]) for o in outputs]
+        return tf.stack([_lid(a, r, k) for a, r in zip(flat, references, strict=True)], axis=1)
+
+    return step
+
+
+def _minibatch_lid_step(prepared, *, layers: tuple[str, ...], k: int):
+    """`minibatch_lids`' step: each minibatch's clean activations are its own neighbours."""
+    model = prepared.feature_model(layers)
+    count = len(layers)
+
+    def step(clean, adversarial):
+        k_batch = tf.minimum(k, tf.shape(clean)[0] - 1)
+        both = model(tf.concat([clean, adversarial], axis=0), training=False)[:count]
+        n = tf.shape(clean)[0]
+        columns_clean, columns_adv = [], []
+        for output in both:
+            flat = tf.reshape(output, [tf.shape(output)[0], -1])
+            reference = flat[:n]
+            columns_clean.append(_lid_drop_nearest(reference, reference, k_batch))
+            columns_adv.append(_lid_drop_nearest(flat[n:], reference, k_batch))
+        return tf.stack(columns_clean, axis=1), tf.stack(columns_adv, axis=1)
+
+    return step
 
 
 def _lid_drop_nearest(acts: tf.Tensor, reference: tf.Tensor, k: tf.Tensor) -> tf.Tensor:

@@ -37,6 +37,7 @@ from saliency_detect.detector._features import (
     INPUT_MODES,
     NORMALIZATIONS,
     SaliencyFeatures,
+    compiled_features,
 )
 from saliency_detect.models._io import load_model, model_fingerprint, save_model
 from saliency_detect.models._zoo import cifar10_net_d, mnist_net_d, vgg16_d
@@ -438,9 +439,17 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         detector = self._build_detector(feature_shape)
         if self.cache_saliency:
             model = detector
+            step = compiled_features(
+                self.classifier,
+                image_shape,
+                saliency=self.saliency,
+                input_mode=self.input_mode,
+                scale=scale,
+                normalization=self._recipe_value("normalization"),
+            )
             with dataset_errors(self.clip_range):
-                train = _precompute(features, train, self.batch_size)
-                validation = _precompute(features, validation, self.batch_size)
+                train = _precompute(step, train, self.batch_size)
+                validation = _precompute(step, validation, self.batch_size)
         else:
             inputs = keras.Input(image_shape, name="image")
             model = keras.Model(inputs, detector(features(inputs)), name="saliency_detector")
@@ -487,8 +496,15 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             or not len(clean_sample)
         ):
             return 1.0
-        raw = SaliencyFeatures(self.classifier, saliency=self.saliency, input_mode="saliency", scale=1.0)
-        maps = map_batches(_compiled(raw, clean_sample.shape[1:]), (clean_sample,), self.batch_size)
+        raw = compiled_features(
+            self.classifier,
+            tuple(clean_sample.shape[1:]),
+            saliency=self.saliency,
+            input_mode="saliency",
+            scale=1.0,
+            normalization="global",
+        )
+        maps = map_batches(raw, (clean_sample,), self.batch_size)
         spread = float(np.std(maps))
         return 1.0 / spread if spread > 0 and np.isfinite(spread) else 1.0
 
@@ -757,21 +773,19 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         return detector
 
 
-def _precompute(features: SaliencyFeatures, data, batch_size: int):
-    """Replace the images of `(images, labels)` arrays or a dataset by their detector inputs."""
+def _precompute(step, data, batch_size: int):
+    """Replace the images of `(images, labels)` arrays or a dataset by their detector inputs (`step`)."""
     if data is None:
         return None
     if isinstance(data, tf.data.Dataset):
-        step = tf.function(features.call)
-        inputs, labels = map_batches(
+        return map_batches(
             lambda images, labels, *_: (step(tf.cast(images, tf.float32)), tf.reshape(labels, [-1])),
             data,
             batch_size,
         )
-        return inputs, labels
     images, labels = data
     images = check_images(images, name="validation images")
-    return map_batches(_compiled(features, images.shape[1:]), (images,), batch_size), np.asarray(labels)
+    return map_batches(step, (images,), batch_size), np.asarray(labels)
 
 
 def _scores_and_labels(model: keras.Model, data, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -784,11 +798,6 @@ def _scores_and_labels(model: keras.Model, data, batch_size: int) -> tuple[np.nd
     else:
         scores, labels = map_batches(score, (np.asarray(data[0]), np.asarray(data[1])), batch_size)
     return scores.astype(np.float64), labels.astype(np.int64)
-
-
-def _compiled(layer: keras.layers.Layer, image_shape) -> tf.types.experimental.PolymorphicFunction:
-    """`layer.call` as a `tf.function` taking any number of images of `image_shape`."""
-    return tf.function(layer.call, input_signature=[tf.TensorSpec((None, *image_shape), tf.float32)])
 
 
 def _clean_sample_from_dataset(dataset: tf.data.Dataset) -> np.ndarray:

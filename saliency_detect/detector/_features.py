@@ -10,6 +10,8 @@ attack, which differentiates through it (second-order gradients).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import tensorflow as tf
 
@@ -86,23 +88,14 @@ class SaliencyFeatures(keras.layers.Layer):
         # Views that copy f's weights (a fused-softmax head, ReLU-rule clones) re-read them
         # here, so a loaded artefact never runs on the copies' initial values.
         prepared.refresh()
-        if self.input_mode == "image":
-            if self.return_logits:
-                return prepared.model(images, training=False), images
-            return images
-
-        def score_fn(z):
-            logits = prepared.model(z, training=False)
-            return select_scores(logits, tf.fill(tf.shape(logits)[:1], PREDICTED))[0], (logits,)
-
-        _, (logits,), grads = score_gradients(score_fn, images)
-        if self.normalization == "image":
-            magnitude = tf.abs(grads[0])
-            peak = tf.reduce_max(magnitude, axis=tf.range(1, tf.rank(magnitude)), keepdims=True)
-            saliency = magnitude / tf.maximum(peak, 1e-12)
-        else:
-            saliency = grads[0] * self.scale
-        features = saliency if self.input_mode == "saliency" else tf.concat([images, saliency], axis=-1)
+        logits, features = detector_input(
+            prepared,
+            images,
+            input_mode=self.input_mode,
+            scale=self.scale,
+            normalization=self.normalization,
+            logits=self.return_logits,
+        )
         return (logits, features) if self.return_logits else features
 
     def compute_output_shape(self, input_shape):
@@ -128,3 +121,76 @@ class SaliencyFeatures(keras.layers.Layer):
         config = dict(config)
         config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
         return cls(**config)
+
+
+def detector_input(
+    prepared: Prepared,
+    images: tf.Tensor,
+    *,
+    input_mode: str,
+    scale: float,
+    normalization: str,
+    logits: bool = False,
+) -> tuple[tf.Tensor | None, tf.Tensor]:
+    """`(f's logits or None, the detector's input)` of a batch, as TensorFlow ops.
+
+    The one computation behind `SaliencyFeatures` and the compiled `features_step`: the
+    gradient of the predicted class's logit (one pass under `score_gradients`), scaled
+    or normalised per image, stacked on the image or alone. Logits are computed for
+    `input_mode="image"` only when asked for.
+    """
+    if input_mode == "image":
+        return (prepared.model(images, training=False) if logits else None), images
+
+    def score_fn(z):
+        outputs = prepared.model(z, training=False)
+        return select_scores(outputs, tf.fill(tf.shape(outputs)[:1], PREDICTED))[0], (outputs,)
+
+    _, (outputs,), grads = score_gradients(score_fn, images)
+    if normalization == "image":
+        magnitude = tf.abs(grads[0])
+        peak = tf.reduce_max(magnitude, axis=tf.range(1, tf.rank(magnitude)), keepdims=True)
+        saliency = magnitude / tf.maximum(peak, 1e-12)
+    else:
+        saliency = grads[0] * scale
+    features = saliency if input_mode == "saliency" else tf.concat([images, saliency], axis=-1)
+    return outputs, features
+
+
+def features_step(prepared: Prepared, *, input_mode: str, normalization: str):
+    """The compiled-step builder (`Prepared.compiled`) of the detector's input of a batch.
+
+    The saliency scale is an input, not a constant: detectors fitted with different
+    scales (the global normalization's, one per fit) share one graph.
+    """
+
+    def step(images, scale):
+        _, features = detector_input(
+            prepared, images, input_mode=input_mode, scale=scale, normalization=normalization
+        )
+        return features
+
+    return step
+
+
+def compiled_features(
+    classifier: keras.Model,
+    image_shape: tuple[int, ...],
+    *,
+    saliency: str,
+    input_mode: str,
+    scale: float,
+    normalization: str,
+) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The detector's input of an image batch, through one compiled step per classifier.
+
+    The step is cached with the classifier's other steps: every detector of one
+    classifier with the same saliency, input and normalization shares it, so fitting many
+    detectors (an experiment) traces the saliency once, not once per fit.
+    """
+    prepared = prepare(classifier, DETECTOR_SALIENCY[saliency])
+    constants = {"input_mode": input_mode, "normalization": normalization}
+    signature = [tf.TensorSpec((None, *image_shape), tf.float32), tf.TensorSpec((), tf.float32)]
+    step = prepared.compiled(features_step, constants, signature)
+    scale = tf.constant(float(scale), tf.float32)
+    return lambda images: step(images, scale)

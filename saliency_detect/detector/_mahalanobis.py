@@ -38,6 +38,18 @@ from saliency_detect.detector._baselines import check_classifier, check_layers
 from saliency_detect.models._io import output_layer
 
 
+def _pooled_step(prepared, *, layers: tuple[str, ...]):
+    """Each named layer's pooled output (N, C_l) and f's predicted classes."""
+    model = prepared.feature_model(layers)
+    count = len(layers)
+
+    def step(images):
+        outputs = model(images, training=False)
+        return (*[_pooled(o) for o in outputs[:count]], tf.argmax(outputs[count], axis=-1))
+
+    return step
+
+
 def _pooled(output: tf.Tensor) -> tf.Tensor:
     """A layer's output as one vector per image: the mean over spatial positions, or flattened."""
     if output.shape.rank == 4:
@@ -118,14 +130,9 @@ class MahalanobisDetector(BinaryDetectorMixin, BaseEstimator):
 
     def _features(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """Every chosen layer's pooled output (N, C_l) and f's predictions, for fitting."""
-        model = prepare(self.classifier).feature_model(tuple(self.layers_))
         count = len(self.layers_)
-
-        @tf.function(input_signature=[tf.TensorSpec((None, *x.shape[1:]), tf.float32)])
-        def step(images):
-            outputs = model(images, training=False)
-            return (*[_pooled(o) for o in outputs[:count]], tf.argmax(outputs[count], axis=-1))
-
+        signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
+        step = prepare(self.classifier).compiled(_pooled_step, {"layers": tuple(self.layers_)}, signature)
         result = map_batches(step, (x,), self.batch_size)
         return [np.asarray(r, np.float64) for r in result[:count]], np.asarray(result[count])
 

@@ -93,9 +93,11 @@ def _default_attacks() -> tuple[AttackSpec, ...]:
 
 @dataclass(frozen=True, kw_only=True)
 class _RunSettings:
-    """The settings both experiments share (data, classifier, attacks, seed), and their
-    conversions (plain data: JSON / TOML). `ExperimentConfig` and `ExplainConfig` add their
-    own fields; `ExplainConfig` changes four defaults. Documented on each config."""
+    """The settings both experiments share (data, classifier, attacks, seed), and their conversions.
+
+    Plain data: JSON / TOML. `ExperimentConfig` and `ExplainConfig` add their own fields;
+    `ExplainConfig` changes four defaults. Each config documents every field.
+    """
 
     dataset: str = "mnist"
     data_dir: str | None = None

@@ -102,6 +102,31 @@ def test_the_result_stays_in_the_ball_and_the_clip_range(untrained):
         assert np.all(size <= eps + 1e-5)
 
 
+def test_a_joint_step_is_compiled_once_per_detector_and_dropped_on_refit():
+    """Joint attacks on one detector reuse their step (a new eps is a tensor, not a
+    retrace); it is kept on the detector, not in the classifier's cache, and a refit
+    detector gets a new one (the old graph holds the old fit)."""
+    from saliency_detect._prepared import prepare
+    from saliency_detect.attacks import detector_aware
+
+    f = mnist_net_f()
+    x = np.random.default_rng(1).random((24, 28, 28, 1), dtype=np.float32)
+    detector = FeatureSqueezingDetector(f).fit(x)
+    for eps in (0.05, 0.1):
+        joint_pgd(f, x[:4], eps=eps, detector=detector, nb_iter=2, random_state=0)
+        carlini_wagner_l2(f, x[:4], detector=detector, nb_iter=2, binary_search_steps=1)
+        detector_aware(f, x[:4], eps=eps, detector=detector, nb_iter=2)
+    steps = detector._compiled_steps[2]
+    assert sorted(key[0].__name__ for key in steps) == [
+        "_carlini_wagner_step", "_detector_aware_step", "_projected_gradient_step"
+    ]  # fmt: skip
+    assert all(step.experimental_get_tracing_count() == 1 for step in steps.values())
+    assert not any(detector is value for key in prepare(f)._functions for value in key[1])
+    detector.fit(x[::-1].copy())
+    joint_pgd(f, x[:4], eps=0.1, detector=detector, nb_iter=2, random_state=0)
+    assert [key[0].__name__ for key in detector._compiled_steps[2]] == ["_projected_gradient_step"]
+
+
 def test_bit_depth_reduction_passes_its_gradient_straight_through():
     """BPDA: the forward pass is the squeezer's, the backward pass the identity's."""
     x = tf.constant(np.random.default_rng(0).random((2, 4, 4, 1), dtype=np.float32))

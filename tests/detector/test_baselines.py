@@ -267,6 +267,15 @@ def test_lid_streams_activations_batch_by_batch(trained_mnist_f, monkeypatch):
     # Batch size does not change the estimate (the reference's own images included).
     det.batch_size = 7
     np.testing.assert_allclose(det._lids(x[:130]), lids, rtol=1e-4)
+    # Scoring again, and scoring after a refit, reuse one compiled step: the reference
+    # batch is an input of the step, not a constant baked into it.
+    from saliency_detect._prepared import prepare
+
+    det.decision_function(x[:10])
+    det.fit(x[::-1].copy(), np.clip(x[::-1] + 0.3, 0, 1))
+    det.decision_function(x[:10])
+    steps = [g for key, g in prepare(trained_mnist_f)._functions.items() if key[0].__name__ == "_lid_step"]
+    assert len(steps) == 1 and steps[0].experimental_get_tracing_count() == 1
 
 
 def test_dropout_split_recomposes_the_model(trained_mnist_f):

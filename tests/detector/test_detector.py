@@ -167,6 +167,29 @@ def test_both_fit_forms_and_cached_saliency_agree(trained_mnist_f, fgsm_sets):
     np.testing.assert_allclose(a.decision_function(probe), c.decision_function(probe), rtol=1e-3, atol=1e-3)
 
 
+def test_detectors_of_one_classifier_share_one_compiled_saliency(trained_mnist_f, fgsm_sets):
+    """Fitting several detectors (an experiment) traces the saliency once, not once per fit."""
+    from saliency_detect._prepared import prepare
+
+    x, x_adv = fgsm_sets["x_train"][:64], fgsm_sets["x_train_adv"][:64]
+    scales = set()
+    for recipe in ("converge", "paper"):  # per-image maps; the globally scaled gradient
+        for seed in (0, 1):
+            detector = SaliencyDetector(
+                trained_mnist_f, recipe=recipe, epochs=1, cache_saliency=True, verbose=0, random_state=seed
+            ).fit(x[seed:], x_adv[seed:])
+            scales.add(detector.saliency_scale_)
+    assert len(scales) == 3  # 1.0, and a scale of its own for each globally scaled fit
+    view = prepare(trained_mnist_f)  # the gradient's view
+    steps = {
+        dict(key[1])["normalization"]: g
+        for key, g in view._functions.items()
+        if key[0].__name__ == "features_step" and dict(key[1])["input_mode"] == "image+saliency"
+    }
+    assert sorted(steps) == ["global", "image"]
+    assert all(g.experimental_get_tracing_count() == 1 for g in steps.values())
+
+
 def test_fit_and_score_a_tf_data_pipeline(trained_mnist_f, fgsm_sets):
     x, x_adv = fgsm_sets["x_train"][:128], fgsm_sets["x_train_adv"][:128]
     images = np.concatenate([x, x_adv])
