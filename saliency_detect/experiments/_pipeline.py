@@ -280,7 +280,6 @@ def _kind(detector: str, recipe: str, main_recipe: str) -> str:
 def _epsilon(run: Run, f, spec: AttackSpec, x_test, y_test, target: float) -> dict[str, Any]:
     from saliency_detect.attacks import get_attack, minimal_epsilon
     from saliency_detect.attacks._registry import effective_params
-    from saliency_detect.models import model_fingerprint
 
     if not _takes_eps(spec.name):
         return {"eps": None, "eps_searched": False}
@@ -289,7 +288,7 @@ def _epsilon(run: Run, f, spec: AttackSpec, x_test, y_test, target: float) -> di
     config = run.config
     n = min(config.search_size, len(x_test))
     params = effective_params(get_attack(spec.name), dict(spec.params))
-    key = digest(spec.name, params, model_fingerprint(f), n, target)
+    key = digest(spec.name, params, run.fingerprint(f), n, target)
 
     def search():
         run.log(f"[{spec.display}] searching the minimal ε for accuracy < {target:.0%} on {n} images")
@@ -335,12 +334,11 @@ def _detector_settings(run: Run, input_mode: str, recipe: str) -> dict[str, Any]
 def _saliency_detector(run: Run, f, x_clean, x_adv, input_mode: str, spec: AttackSpec, eps, recipe: str):
     from saliency_detect._progress import EpochProgress
     from saliency_detect.detector import SaliencyDetector
-    from saliency_detect.models import model_fingerprint
 
     settings = _detector_settings(run, input_mode, recipe)
     # Every parameter, defaults included, so a changed default refits instead of reusing.
     effective = _identity_params(SaliencyDetector(f, **settings))
-    key = digest(effective, spec.name, attack_params(run, spec, eps), model_fingerprint(f), len(x_clean))
+    key = digest(effective, spec.name, attack_params(run, spec, eps), run.fingerprint(f), len(x_clean))
     path = run.cache / "detectors" / f"{spec.display}-{input_mode.replace('+', '_')}-{recipe}-{key}"
 
     def fit():
@@ -392,8 +390,6 @@ def _feature_baseline(run: Run, f, kind: str, x_clean, x_adv, spec: AttackSpec, 
     Returns `(report, roc_curve, detector)`, the detector None when the scores came
     from the cache.
     """
-    from saliency_detect.models import model_fingerprint
-
     x_test, y_test, x_test_adv = test
     detector = _baseline(f, kind, run.config.seed)
     params = {k: v for k, v in detector.get_params().items() if k != "classifier"}
@@ -402,7 +398,7 @@ def _feature_baseline(run: Run, f, kind: str, x_clean, x_adv, spec: AttackSpec, 
         params,
         spec.name,
         attack_params(run, spec, eps),
-        model_fingerprint(f),
+        run.fingerprint(f),
         len(x_clean),
         len(x_test),
     )
@@ -512,7 +508,6 @@ def _security(run: Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> d
     detector) result is cached on its own, so an interrupted section resumes per detector.
     """
     from saliency_detect.evaluation import SecurityEvaluation
-    from saliency_detect.models import model_fingerprint
 
     config = run.config
     # Attacks without an Lp ball (JSMA, C&W, Pixel Attack): their detectors face the joint
@@ -543,7 +538,7 @@ def _security(run: Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> d
         "seed": config.seed,
         "fpr": _SECURITY_FPR,
         "test_size": len(x_test),
-        "classifier": model_fingerprint(f),  # once for the section, not per detector
+        "classifier": run.fingerprint(f),  # once for the section, not per detector
     }
     section = {}
     for label, job in jobs.items():

@@ -17,6 +17,7 @@ import platform
 import shutil
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,21 @@ class Run:
         self.timings: dict[str, float] = {}
         self.all_timings = _read_timings(self.cache / "timings.json")  # every invocation's, summed
         self.started = time.perf_counter()
+        self._fingerprints: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.out.mkdir(parents=True, exist_ok=True)
         config.save(self.out / "config.json")
+
+    def fingerprint(self, model) -> str:
+        """`models.model_fingerprint(model)`, computed once per run (the run's f is fixed).
+
+        Every cache key holds the classifier's fingerprint; hashing every weight again for
+        each step costs seconds on VGG16.
+        """
+        from saliency_detect.models import model_fingerprint
+
+        if model not in self._fingerprints:
+            self._fingerprints[model] = model_fingerprint(model)
+        return self._fingerprints[model]
 
     def load_data(self):
         """Load the config's data set and seed Keras, NumPy and Python from `config.seed`."""
@@ -204,7 +218,6 @@ def classifier(run: Run, dataset) -> tuple[Any, dict[str, Any]]:
         classifier_accuracy,
         get_model_builder,
         load_model,
-        model_fingerprint,
         paper_classifier,
         paper_defaults,
         pretrained,
@@ -243,7 +256,7 @@ def classifier(run: Run, dataset) -> tuple[Any, dict[str, Any]]:
             if recorded is None or recorded["settings"] != settings:
                 raise Stale
             model = load_model(path, compile=False)
-            if model_fingerprint(model) != str(recorded["fingerprint"]):
+            if run.fingerprint(model) != str(recorded["fingerprint"]):
                 raise ValueError(
                     f"'{path}' is not the classifier this run trained (its fingerprint differs from the "
                     f"one recorded in '{stamp}'): it was replaced or damaged"
@@ -268,7 +281,7 @@ def classifier(run: Run, dataset) -> tuple[Any, dict[str, Any]]:
             return model
 
         def save(model, path):  # train_classifier saved the model; record what it is
-            write_json({"settings": settings, "fingerprint": model_fingerprint(model)}, stamp)
+            write_json({"settings": settings, "fingerprint": run.fingerprint(model)}, stamp)
 
         f = cached_step(
             run, path, what="[classifier] trained f", compute=train, load=load, save=save,
@@ -277,7 +290,7 @@ def classifier(run: Run, dataset) -> tuple[Any, dict[str, Any]]:
         source = str(path)
     accuracy = classifier_accuracy(f, dataset.x_test, dataset.y_test)
     run.log(f"[classifier] test accuracy {accuracy:.4f}")
-    return f, {"source": source, "fingerprint": model_fingerprint(f), "test_accuracy": float(accuracy)}
+    return f, {"source": source, "fingerprint": run.fingerprint(f), "test_accuracy": float(accuracy)}
 
 
 def attack_params(run: Run, spec, eps: float | None) -> dict[str, Any]:
@@ -301,10 +314,9 @@ def adversarial_set(run: Run, f, spec, eps, x, y, split: str):
     deleted.
     """
     from saliency_detect.attacks import generate_adversarial_set, load_adversarial_set
-    from saliency_detect.models import model_fingerprint
 
     params = attack_params(run, spec, eps)
-    key = digest(spec.name, params, model_fingerprint(f), len(x))
+    key = digest(spec.name, params, run.fingerprint(f), len(x))
     path = run.cache / "adversarial" / f"{spec.name}-{split}-{key}.h5"
 
     def craft():
