@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -159,6 +159,13 @@ FRACTION = Constraint("in [0, 1)", lambda v: _real(v) and 0 <= v < 1)
 OPEN_UNIT = Constraint("in (0, 1)", lambda v: _real(v) and 0 < v < 1)
 SHARE = Constraint("in (0, 1]", lambda v: _real(v) and 0 < v <= 1)
 BOOLEAN = Constraint("true or false", lambda v: isinstance(v, bool))
+
+
+def one_of(choices: Iterable[Any], note: str = "") -> Constraint:
+    """One of `choices` (a tuple, or a mapping's keys); `note` says what they are."""
+    allowed = tuple(choices)
+    describe = f"one of {allowed}" + (f" ({note})" if note else "")
+    return Constraint(describe, lambda v: isinstance(v, Hashable) and v in allowed)
 
 
 def optional(constraint: Constraint) -> Constraint:

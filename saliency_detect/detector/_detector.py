@@ -21,13 +21,18 @@ from sklearn.utils.validation import check_is_fitted
 from saliency_detect._batching import map_batches
 from saliency_detect._distribute import fitting_under, resolve_strategy, training_rows
 from saliency_detect._validation import (
-    check_fraction,
+    BOOLEAN,
+    FRACTION,
+    NON_NEGATIVE_NUMBER,
+    OPEN_UNIT,
+    POSITIVE_INT,
+    POSITIVE_NUMBER,
+    check_declared,
     check_images,
     check_input_shape,
-    check_non_negative_float,
-    check_positive_float,
-    check_positive_int,
     model_image_shape,
+    one_of,
+    optional,
 )
 from saliency_detect._version import __version__
 from saliency_detect.detector._base import BinaryDetectorMixin, balanced_threshold, split_fit_data
@@ -105,6 +110,27 @@ def _frozen(model: keras.Model):
     finally:
         for layer, flag in flags:  # parents first: a parent's setter resets its children
             layer.trainable = flag
+
+
+#: `SaliencyDetector`'s parameters and what each must be, checked in order by `fit`.
+_PARAMETERS = {
+    "saliency": one_of(
+        DETECTOR_SALIENCY, "methods the detector computes in one gradient pass inside its graph"
+    ),
+    "input_mode": one_of(INPUT_MODES),
+    "normalization": optional(one_of(NORMALIZATIONS, "None: the recipe's")),
+    "cache_saliency": BOOLEAN,
+    "recipe": one_of(RECIPES),
+    "epochs": optional(POSITIVE_INT),
+    "learning_rate": optional(POSITIVE_NUMBER),
+    "patience": POSITIVE_INT,
+    "lr_patience": POSITIVE_INT,
+    "lr_factor": OPEN_UNIT,
+    "tol": NON_NEGATIVE_NUMBER,
+    "threshold_rule": optional(one_of(THRESHOLD_RULES, "None: the recipe's")),
+    "batch_size": POSITIVE_INT,
+    "validation_split": FRACTION,
+}
 
 
 class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
@@ -260,45 +286,11 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
     def _check_params(self) -> None:
         if not isinstance(self.classifier, keras.Model):
             raise TypeError(f"`classifier` must be a Keras model. Received: {type(self.classifier).__name__}")
-        if self.saliency not in DETECTOR_SALIENCY:
-            raise ValueError(
-                f"`saliency` must be one of {tuple(DETECTOR_SALIENCY)} (methods the detector computes in "
-                f"one gradient pass inside its graph). Received: saliency={self.saliency!r}"
-            )
-        if self.input_mode not in INPUT_MODES:
-            raise ValueError(
-                f"`input_mode` must be one of {INPUT_MODES}. Received: input_mode={self.input_mode!r}"
-            )
-        if self.normalization is not None and self.normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"`normalization` must be one of {NORMALIZATIONS} or None (the recipe's). "
-                f"Received: normalization={self.normalization!r}"
-            )
-        if not isinstance(self.cache_saliency, bool):
-            raise ValueError(f"`cache_saliency` must be True or False. Received: {self.cache_saliency!r}")
         if self.detector is not None and not isinstance(self.detector, keras.Model):
             raise TypeError(
                 f"`detector` must be a Keras model or None. Received: {type(self.detector).__name__}"
             )
-        if self.recipe not in RECIPES:
-            raise ValueError(f"`recipe` must be one of {tuple(RECIPES)}. Received: recipe={self.recipe!r}")
-        if self.epochs is not None:
-            check_positive_int(self.epochs, "epochs")
-        if self.learning_rate is not None:
-            check_positive_float(self.learning_rate, "learning_rate")
-        check_positive_int(self.patience, "patience")
-        check_positive_int(self.lr_patience, "lr_patience")
-        factor = self.lr_factor
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < 1:
-            raise ValueError(f"`lr_factor` must be in (0, 1). Received: lr_factor={factor!r}")
-        check_non_negative_float(self.tol, "tol")
-        if self.threshold_rule is not None and self.threshold_rule not in THRESHOLD_RULES:
-            raise ValueError(
-                f"`threshold_rule` must be one of {THRESHOLD_RULES} or None (the recipe's). "
-                f"Received: threshold_rule={self.threshold_rule!r}"
-            )
-        check_positive_int(self.batch_size, "batch_size")
-        check_fraction(self.validation_split, "validation_split")
+        check_declared(self, _PARAMETERS)
 
     def _recipe_value(self, name: str):
         """The parameter `name`, or the recipe's default for it when it is None."""

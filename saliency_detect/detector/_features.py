@@ -18,6 +18,7 @@ import tensorflow as tf
 from saliency_detect._classes import PREDICTED
 from saliency_detect._gradients import score_gradients
 from saliency_detect._prepared import Prepared, prepare
+from saliency_detect._validation import one_of
 from saliency_detect.saliency._common import select_scores
 
 #: Saliency methods the detector can compute in one gradient pass inside its graph.
@@ -70,11 +71,7 @@ class SaliencyFeatures(keras.layers.Layer):
         self.input_mode = input_mode
         self.scale = float(scale)
         self.return_logits = bool(return_logits)
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"`normalization` must be one of {NORMALIZATIONS}. Received: normalization={normalization!r}"
-            )
-        self.normalization = normalization
+        self.normalization = one_of(NORMALIZATIONS).check(normalization, "normalization")
         self._view = _Unwatched(prepare(classifier, DETECTOR_SALIENCY[saliency]))
 
     @property

@@ -505,7 +505,11 @@ def test_save_refuses_to_replace_an_unrelated_folder(tiny, tmp_path):
         ({"learning_rate": -1.0}, ValueError, "`learning_rate` must be a positive number"),
         ({"validation_split": 1.0}, ValueError, r"`validation_split` must be in \[0, 1\)"),
         ({"detector": "mnist_net_d"}, TypeError, "`detector` must be a Keras model"),
-        ({"cache_saliency": "yes"}, ValueError, "`cache_saliency` must be True or False"),
+        (
+            {"cache_saliency": "yes"},
+            ValueError,
+            "`cache_saliency` must be true or false. Received: cache_saliency=.yes.",
+        ),
         ({"recipe": "fast"}, ValueError, r"`recipe` must be one of \('converge', 'paper'\)"),
         ({"patience": 0}, ValueError, "`patience` must be a positive integer"),
         ({"lr_patience": 1.5}, ValueError, "`lr_patience` must be a positive integer"),
