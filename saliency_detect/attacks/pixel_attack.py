@@ -91,7 +91,7 @@ def pixel_attack(
         "popsize": popsize,
         "nb_iter": nb_iter,
         "mutation": mutation,
-        "num_classes": int(prepared.model.output_shape[-1]),
+        "num_classes": prepared.num_classes(tuple(x.shape[1:])),
         "evaluations_per_call": _EVALUATIONS_PER_CALL,
     }
     return run_compiled(
