@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from saliency_detect._batching import map_batches
-from saliency_detect._validation import model_image_shape
+from saliency_detect._validation import model_image_shape, model_num_classes
 from saliency_detect.models._io import logits_model_and_links
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -61,11 +61,7 @@ class Prepared:
     def num_classes(self, image_shape: tuple[int, ...]) -> int:
         """The number of logits; subclassed models, which do not declare it, are run once to see."""
         if self._num_classes is None:
-            try:
-                self._num_classes = int(self.model.output_shape[-1])
-            except (AttributeError, ValueError):
-                probe = tf.zeros((1, *image_shape), tf.float32)
-                self._num_classes = int(self.model(probe, training=False).shape[-1])
+            self._num_classes = model_num_classes(self.model, image_shape)
         return self._num_classes
 
     def refresh(self) -> None:

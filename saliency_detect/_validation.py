@@ -223,6 +223,19 @@ def check_input_shape(input_shape: Any, name: str = "input_shape") -> tuple[int,
     return tuple(int(s) for s in shape)  # type: ignore[return-value]
 
 
+def model_num_classes(model: keras.Model, image_shape: Sequence[int]) -> int:
+    """The number of outputs of a classifier.
+
+    A subclassed model, which does not declare it, is run once on a blank image of
+    `image_shape` to see.
+    """
+    try:
+        return int(model.output_shape[-1])
+    except (AttributeError, ValueError):
+        probe = np.zeros((1, *image_shape), np.float32)
+        return int(keras.ops.shape(model(probe, training=False))[-1])
+
+
 def model_image_shape(model: keras.Model) -> tuple[int | None, ...] | None:
     """Return the (H, W, C) a model takes, or None when the model does not say."""
     try:

@@ -19,6 +19,7 @@ from saliency_detect._validation import (
     check_positive_float,
     check_positive_int,
     model_image_shape,
+    model_num_classes,
 )
 from saliency_detect.data import Dataset
 from saliency_detect.models._io import ends_in_softmax, save_model
@@ -260,7 +261,7 @@ def train_classifier(
     y_train = check_labels(
         dataset.y_train, n=len(x_train), num_classes=dataset.num_classes, name="dataset.y_train"
     )
-    n_out = model.output_shape[-1]
+    n_out = model_num_classes(model, x_train.shape[1:])
     if n_out != dataset.num_classes:
         raise ValueError(
             f"The model has {n_out} outputs but the data set has {dataset.num_classes} classes. "
@@ -404,5 +405,5 @@ def classifier_accuracy(
     """
     predicted = predict_labels(model, x, batch_size=batch_size, clip_range=clip_range)
     # Labels the model cannot output (e.g. shifted by 100) would score 0.0 silently.
-    y = check_labels(y, n=len(predicted), num_classes=int(model.output_shape[-1]))
+    y = check_labels(y, n=len(predicted), num_classes=model_num_classes(model, np.shape(x)[1:]))
     return float(np.mean(predicted == y))

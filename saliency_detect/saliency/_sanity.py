@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from numpy.typing import ArrayLike
 
-from saliency_detect._validation import check_images, model_image_shape
+from saliency_detect._validation import check_images, model_image_shape, model_num_classes
 from saliency_detect.models._training import predict_labels
 from saliency_detect.saliency import metrics
 from saliency_detect.saliency._common import resolve_targets
@@ -116,7 +116,7 @@ def sanity_check(
     """
     fn = saliency_fn(method, **options)
     x = check_images(x, expected_shape=model_image_shape(model))
-    num_classes = int(model.output_shape[-1])
+    num_classes = model_num_classes(model, x.shape[1:])
     classes = resolve_targets(target, labels, n=len(x), num_classes=num_classes)
     if np.any(classes < 0):
         classes = np.where(

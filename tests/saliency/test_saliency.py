@@ -337,6 +337,10 @@ def test_subclassed_models_cannot_be_cloned_for_guided_backprop():
     tiny = Tiny()
     tiny(X[:1])
     assert saliency.gradient(tiny, X[:2]).shape == (2, 28, 28, 1)
+    # It declares no output shape: the number of classes is read by running it once.
+    from saliency_detect.models import classifier_accuracy
+
+    assert 0.0 <= classifier_accuracy(tiny, X[:4], np.zeros(4, int)) <= 1.0
     with pytest.raises(TypeError, match="functional or Sequential"):
         saliency.guided_backprop(tiny, X[:2])
 
