@@ -161,10 +161,6 @@ def owner_steps(owner: object) -> dict:
     return held[2]
 
 
-def _is_fitted_attribute(name: str) -> bool:
-    return name.endswith("_") and not name.startswith("_")
-
-
 def prepare(model: keras.Model, rule: str = "vanilla") -> Prepared:
     """Return the cached `Prepared` view `rule` of `model`, refreshed from its weights."""
     if not isinstance(model, keras.Model):

@@ -199,8 +199,11 @@ def step_owner(detector) -> tuple[bool, object | None]:
     """Where a step reading `detector` is cached: `(cache, owner)` for `Prepared.compiled`.
 
     A detector of the library keeps the steps compiled for it (until it is refit); a bare
-    Keras model, whose score function is made anew on every call, compiles per call.
+    Keras model, whose score function is made anew on every call, compiles per call; with
+    no detector (None) the step is the classifier's, cached with its other steps.
     """
+    if detector is None:
+        return True, None
     return (False, None) if isinstance(detector, keras.Model) else (True, detector)
 
 

@@ -113,7 +113,7 @@ def projected_gradient(
     n = len(x)
     # A step holding a detector (the joint attacks' objective) is kept on the detector:
     # the classifier's cache must not keep the detector alive.
-    cache, owner = step_owner(detector) if objective is not None else (True, None)
+    cache, owner = step_owner(detector)
     return run_compiled(
         prepared, x, labels, build=_projected_gradient_step, constants=constants, cache=cache, owner=owner,
         batch_size=batch_size,

@@ -119,7 +119,7 @@ def carlini_wagner_l2(
     }
     # A step holding a detector is kept on the detector: the classifier's cache must not
     # keep the detector alive.
-    cache, owner = step_owner(detector) if score is not None else (True, None)
+    cache, owner = step_owner(detector if score is not None else None)
     return run_compiled(
         prepared,
         x,
