@@ -781,15 +781,28 @@ def _precompute(step, data, batch_size: int):
 
 
 def _scores_and_labels(model: keras.Model, data, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """`model`'s logits and the 0/1 labels of `(inputs, labels)` arrays or a dataset of such batches."""
-    score = tf.function(
-        lambda inputs, labels, *_: (model(inputs, training=False)[:, 0], tf.reshape(labels, [-1]))
-    )
+    """`model`'s logits and the 0/1 labels of `(inputs, labels)` arrays or a dataset of such batches.
+
+    Arrays go through a step with a `None` batch dimension, so the last, smaller batch
+    does not retrace; a dataset's batches, whose structure varies, relax to such a
+    signature after their second shape (`reduce_retracing`).
+    """
+
+    def score(inputs, labels, *_):
+        return model(inputs, training=False)[:, 0], tf.reshape(labels, [-1])
+
     if isinstance(data, tf.data.Dataset):
-        scores, labels = map_batches(score, data, batch_size)
+        scores, labels = map_batches(tf.function(score, reduce_retracing=True), data, batch_size)
     else:
-        scores, labels = map_batches(score, (np.asarray(data[0]), np.asarray(data[1])), batch_size)
+        inputs, labels = np.asarray(data[0]), np.asarray(data[1])
+        scores, labels = map_batches(_array_step(score, inputs, labels), (inputs, labels), batch_size)
     return scores.astype(np.float64), labels.astype(np.int64)
+
+
+def _array_step(fn, *arrays: np.ndarray):
+    """`fn` compiled for batches of `arrays` of any length (a `None` batch dimension)."""
+    signature = [tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype)) for a in arrays]
+    return tf.function(fn, input_signature=signature)
 
 
 def _clean_sample_from_dataset(dataset: tf.data.Dataset) -> np.ndarray:

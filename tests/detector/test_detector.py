@@ -190,6 +190,17 @@ def test_detectors_of_one_classifier_share_one_compiled_saliency(trained_mnist_f
     assert all(g.experimental_get_tracing_count() == 1 for g in steps.values())
 
 
+def test_validation_scores_do_not_retrace_on_the_last_smaller_batch():
+    from saliency_detect._batching import map_batches
+    from saliency_detect.detector._detector import _array_step
+
+    inputs, labels = np.zeros((10, 3), np.float32), np.ones(10, np.int64)
+    step = _array_step(lambda x, y: (tf.reduce_sum(x, axis=1), y), inputs, labels)
+    scores, out = map_batches(step, (inputs, labels), 4)  # batches of 4, 4 and 2
+    assert scores.shape == (10,) and out.tolist() == labels.tolist()
+    assert step.experimental_get_tracing_count() == 1
+
+
 def test_fit_and_score_a_tf_data_pipeline(trained_mnist_f, fgsm_sets):
     x, x_adv = fgsm_sets["x_train"][:128], fgsm_sets["x_train_adv"][:128]
     images = np.concatenate([x, x_adv])
