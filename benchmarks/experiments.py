@@ -61,9 +61,9 @@ def demo() -> None:
     results = run_experiment(demo_config(), out, verbose=0)
     wall = time.perf_counter() - start
     print(tables_markdown(results))
-    _print_steps(results["timings"])
+    _print_steps(results.timings)
     print(f"\ndemo wall-clock {wall:.0f} s = {wall / DEMO_BUDGET_SECONDS:.2f} x the 5-minute budget")
-    worst = min(min(r["d_accuracy_clean"], r["d_accuracy_adversarial"]) for r in results["table1"])
+    worst = min(min(r.report.d_accuracy_clean, r.report.d_accuracy_adversarial) for r in results.table1)
     print(f"lowest D accuracy in Table 1 (clean or adversarial): {worst:.3f} (target >= 0.90)")
 
 

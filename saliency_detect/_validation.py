@@ -2,17 +2,62 @@
 
 Each check names the argument, says what was expected and what was received, in the
 style of Keras's own error messages. None of them uses `assert`.
+
+Images are validated once per call: a public function that hands its checked images on
+to others (an evaluation scoring a detector, a search running an attack) is decorated
+with `validates_once`, and within it `check_images` does not scan the same array's
+values again (the structural checks, cheap, still run). The memo lives for that one
+outermost call, so an array a user changes between calls is always checked afresh.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import functools
 import numbers
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
+
+#: Within a `validates_once` call: id of each array whose values were scanned, with a
+#: weak reference to it (a dead one cannot vouch for a new array at the same id) and the
+#: range it was checked against (None: finite values only).
+_SCANNED: contextvars.ContextVar[dict[int, tuple[weakref.ref, tuple[float, float] | None]] | None]
+_SCANNED = contextvars.ContextVar("saliency_detect_scanned_images", default=None)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def validates_once(fn: _F) -> _F:
+    """Decorate a public function whose checked images flow into other checking functions.
+
+    For the duration of the outermost such call, `check_images` remembers the arrays it
+    scanned (finite values, range) and does not scan them again; arrays derived from
+    them (slices, perturbed copies) are new objects and are checked.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if _SCANNED.get() is not None:  # an outer call already holds the memo
+            return fn(*args, **kwargs)
+        token = _SCANNED.set({})
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _SCANNED.reset(token)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _covers(checked: tuple[float, float] | None, wanted: tuple[float, float] | None) -> bool:
+    """Whether values found within `checked` (None: any finite) are within `wanted`."""
+    if wanted is None:
+        return True
+    return checked is not None and checked[0] >= wanted[0] and checked[1] <= wanted[1]
 
 
 def check_images(
@@ -72,12 +117,26 @@ def check_images(
                 f"Received: shape={x.shape}"
             )
     x = x.astype(np.float32, copy=False)
+    wanted = None if clip_range is None else (float(clip_range[0]), float(clip_range[1]))
+    scanned = _SCANNED.get()
+    if scanned is not None:
+        ref, checked = scanned.get(id(x), (None, None))
+        if ref is not None and ref() is x and _covers(checked, wanted):
+            return x
+    _scan_values(x, name, wanted)
+    if scanned is not None:
+        scanned[id(x)] = (weakref.ref(x), wanted)
+    return x
+
+
+def _scan_values(x: np.ndarray, name: str, clip_range: tuple[float, float] | None) -> None:
+    """Raise unless every value of `x` is finite and (with `clip_range`) within it."""
     finite = np.isfinite(x)
     if not finite.all():
         bad = int(x.size - np.count_nonzero(finite))
         raise ValueError(f"`{name}` holds {bad} NaN or infinite value(s); every pixel must be finite.")
     if clip_range is not None:
-        low, high = float(clip_range[0]), float(clip_range[1])
+        low, high = clip_range
         x_min, x_max = float(x.min()), float(x.max())
         if x_min < low - 1e-6 or x_max > high + 1e-6:
             raise ValueError(
@@ -85,7 +144,6 @@ def check_images(
                 f"Received values in [{x_min:.6g}, {x_max:.6g}]."
                 + (" Did you forget to divide by 255?" if x_max > 1.5 and high <= 1.0 else "")
             )
-    return x
 
 
 def check_labels(y: Any, *, n: int, num_classes: int | None = None, name: str = "y") -> np.ndarray:

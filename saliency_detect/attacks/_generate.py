@@ -21,7 +21,13 @@ from numpy.typing import ArrayLike
 
 from saliency_detect._distribute import resolve_strategy
 from saliency_detect._files import exclusive_lock
-from saliency_detect._validation import check_images, check_labels, check_positive_int, model_image_shape
+from saliency_detect._validation import (
+    check_images,
+    check_labels,
+    check_positive_int,
+    model_image_shape,
+    validates_once,
+)
 from saliency_detect._version import __version__
 from saliency_detect.attacks._registry import check_params, effective_params, resolve_attack
 from saliency_detect.models._io import model_fingerprint
@@ -122,6 +128,7 @@ def _check_identity(file: h5py.File, expected: dict[str, Any], path: Path) -> No
         )
 
 
+@validates_once
 def generate_adversarial_set(
     model: keras.Model,
     x: ArrayLike,

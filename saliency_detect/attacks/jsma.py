@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike
 from saliency_detect._classes import resolve_classes
 from saliency_detect._gradients import score_gradients
 from saliency_detect._prepared import Prepared, run_compiled
-from saliency_detect._validation import check_positive_float
+from saliency_detect._validation import check_positive_float, validates_once
 from saliency_detect.attacks._common import setup
 from saliency_detect.models._training import predict_labels
 
@@ -161,6 +161,7 @@ def _best_pairs(
     return p, q, found
 
 
+@validates_once
 def jsma(
     model: keras.Model,
     x: ArrayLike,

@@ -11,7 +11,13 @@ import keras
 import numpy as np
 from numpy.typing import ArrayLike
 
-from saliency_detect._validation import check_images, check_labels, check_positive_float, check_positive_int
+from saliency_detect._validation import (
+    check_images,
+    check_labels,
+    check_positive_float,
+    check_positive_int,
+    validates_once,
+)
 from saliency_detect.attacks._registry import attack_norm, check_params, resolve_attack
 from saliency_detect.models._training import predict_labels
 
@@ -34,6 +40,7 @@ class MinimalEpsilon:
     history: tuple[tuple[float, float], ...]
 
 
+@validates_once
 def minimal_epsilon(
     model: keras.Model,
     x: ArrayLike,

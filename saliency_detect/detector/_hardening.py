@@ -9,12 +9,19 @@ import sklearn.base
 from keras.utils import Progbar
 from numpy.typing import ArrayLike
 
-from saliency_detect._validation import check_images, check_labels, check_positive_float, check_positive_int
+from saliency_detect._validation import (
+    check_images,
+    check_labels,
+    check_positive_float,
+    check_positive_int,
+    validates_once,
+)
 from saliency_detect.attacks.joint_pgd import joint_pgd
 from saliency_detect.detector._base import Detector
 from saliency_detect.models._training import predict_labels
 
 
+@validates_once
 def harden(
     detector: Detector,
     x: ArrayLike,

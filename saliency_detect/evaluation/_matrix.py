@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect._files import atomic_write_text
-from saliency_detect._validation import check_images
+from saliency_detect._validation import check_images, validates_once
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -47,6 +47,16 @@ class GeneralizationMatrix:
             "test_labels": list(self.test_labels),
             "values": self.values.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> GeneralizationMatrix:
+        """The inverse of `to_dict`."""
+        return cls(
+            tuple(values["train_labels"]),
+            tuple(values["test_labels"]),
+            np.asarray(values["values"], np.float64),
+            str(values["metric"]),
+        )
 
     def to_markdown(self) -> str:
         """Return a Markdown table: a row per training set, a column per test set."""
@@ -99,6 +109,7 @@ class GeneralizationMatrix:
         return ax
 
 
+@validates_once
 def generalization_matrix(
     detectors: Mapping[str, object],
     x_clean: ArrayLike,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.utils.validation import check_is_fitted
 
-from saliency_detect._validation import check_images, check_labels, model_image_shape
+from saliency_detect._validation import check_images, check_labels, model_image_shape, validates_once
 from saliency_detect.models._training import predict_labels
 
 if TYPE_CHECKING:
@@ -83,6 +83,21 @@ class DetectionReport:
     def to_dict(self) -> dict:
         """Return every field as plain Python values (JSON-ready)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DetectionReport:
+        """The inverse of `to_dict`; keys that are not fields (a table's extra columns) are ignored.
+
+        Raises:
+            ValueError: if a field without a default is missing (the message names it).
+        """
+        names = {f.name for f in fields(cls)}
+        missing = sorted(f.name for f in fields(cls) if f.default is MISSING and f.name not in values)
+        if missing:
+            raise ValueError(
+                f"A DetectionReport needs the field(s) {missing}. Received the keys: {sorted(values)}"
+            )
+        return cls(**{key: value for key, value in values.items() if key in names})
 
     def to_markdown(self) -> str:
         """Return the report as a one-row Markdown table (see `detection_table` for several rows)."""
@@ -189,6 +204,7 @@ def detection_report(
     )[0]
 
 
+@validates_once
 def detection_report_and_roc(
     classifier: keras.Model,
     detector,

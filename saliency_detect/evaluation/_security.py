@@ -26,6 +26,7 @@ from saliency_detect._validation import (
     check_positive_float,
     check_positive_int,
     model_image_shape,
+    validates_once,
 )
 from saliency_detect.models._training import predict_labels
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from saliency_detect.detector._base import Detector
 
 
+@validates_once
 def adaptive_success(
     classifier: keras.Model,
     detector: Detector,
@@ -192,6 +194,7 @@ class SecurityEvaluation:
         )
 
 
+@validates_once
 def security_evaluation(
     classifier: keras.Model,
     detectors: Mapping[str, Detector],

@@ -22,39 +22,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from saliency_detect._validation import validates_once
 from saliency_detect.experiments._config import ExplainConfig
+from saliency_detect.experiments._results import (
+    LAYER_CLASSES,
+    LAYER_MEASURES,
+    MEASURES,
+    AttentionAttack,
+    AttentionResults,
+    Interval,
+    LayerRow,
+    Measured,
+)
 from saliency_detect.experiments._steps import Run, adversarial_set, classifier, versions
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-#: The measures of the claims table, what each compares, and the claim it tests.
-MEASURES = {
-    "attention_near_perturbation": (
-        "change in the share of guided-backprop mass (predicted class) within `radius` of the "
-        "perturbed pixels, adversarial minus clean",
-        "Pixel Attack pulls attention onto the perturbed pixels",
-    ),
-    "entropy_change": (
-        "change in the entropy (bits) of the guided-backprop map (predicted class), adversarial minus clean",
-        "PGD diffuses attention",
-    ),
-    "rank_correlation_true_class": (
-        "Spearman correlation of the clean and adversarial guided-backprop maps for the true class",
-        "attention to the true class is lost",
-    ),
-    "gradcam_overlap_true_class": (
-        "share of the top Grad-CAM pixels (true class) shared by clean and adversarial image",
-        "the true class's evidence moves",
-    ),
-    "gradcam_overlap_adversarial_class": (
-        "share of the clean image's top Grad-CAM pixels (true class) among the adversarial image's "
-        "top pixels for the class f now predicts; its control compares the same two classes on the "
-        "clean image (a random perturbation of the attack's size seldom changes f's class: "
-        "`control_fooled_rate`), so the control tells how much of the overlap the class pair alone gives",
-        "the adversarial class is seen where the true class was",
-    ),
-}
 
 #: Above this share of the image within `radius` of a perturbed pixel, "near the
 #: perturbation" is no region (an L∞ attack such as PGD changes nearly every pixel) and
@@ -62,14 +46,18 @@ MEASURES = {
 MAX_NEAR_COVERAGE = 0.5
 
 
-def _interval(values: np.ndarray) -> dict[str, float]:
+def _interval(values: np.ndarray) -> Interval:
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
     if len(values) == 0:  # None, not NaN: results.json stays standard JSON and compares equal
-        return {"mean": None, "low": None, "high": None, "n": 0}
+        return Interval(None, None, None, 0)
     mean = float(values.mean())
     half = 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values)) if len(values) > 1 else 0.0
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(values)}
+    return Interval(mean, mean - half, mean + half, len(values))
+
+
+def _measured(attacked: np.ndarray, controlled: np.ndarray, not_applicable: str | None = None) -> Measured:
+    return Measured(_interval(attacked), _interval(controlled), not_applicable)
 
 
 def _shuffled_perturbation(x: np.ndarray, x_adv: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -144,14 +132,6 @@ def _not_applicable(name: str, measured: dict[str, np.ndarray]) -> str | None:
     return None
 
 
-#: The per-layer measures: how far an image's revised Grad-CAM map at a layer moved (and,
-#: without any gradient, `feature_change`: the layer's activations' relative change).
-LAYER_MEASURES = {
-    "rank_correlation": "Spearman correlation of the clean and the other image's map at the layer",
-    "top_overlap": "share of the clean map's top cells (top_fraction of the layer's cells) among the other's",
-}
-
-
 def _layer_maps(f, x, classes, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Revised Grad-CAM at each layer, for `classes`, at the layer's own resolution (no resizing)."""
     from saliency_detect.saliency import grad_cam_layers
@@ -176,12 +156,6 @@ def _layer_shift(clean: dict[str, np.ndarray], other: dict[str, np.ndarray], fra
             "top_overlap": np.where(flat, np.nan, _top_overlap(a, b, fraction)),
         }
     return shifts
-
-
-#: The classes the per-layer maps are taken for: each image's predicted class (the
-#: adversarial image's is the class the attack reached), and the true class on every image
-#: (so a map that moved is told apart from a map of another class).
-LAYER_CLASSES = ("predicted", "true")
 
 
 def _feature_change_step(prepared, *, layers: tuple[str, ...]):
@@ -222,40 +196,46 @@ def _feature_change(f, x, x_other, layers: tuple[str, ...], batch_size: int = 64
     return np.asarray(map_batches(step, (x, x_other), batch_size), np.float64)
 
 
-def _per_layer(f, x, x_adv, x_control, y, y_adv, y_control, fraction: float) -> list[dict[str, Any]]:
+def _per_layer(f, x, x_adv, x_control, y, y_adv, y_control, fraction: float) -> tuple[LayerRow, ...]:
     """Each convolution layer's measures, adversarial and control against clean, for both classes."""
     from saliency_detect.saliency._gradcam import conv_layers
 
     layers = conv_layers(f)
     clean = _layer_maps(f, x, y, layers)  # the analysed images are classified correctly: predicted = true
-    rows = [{"layer": layer, "depth": i + 1} for i, layer in enumerate(layers)]
-    attacked, moved = _feature_change(f, x, x_adv, layers), _feature_change(f, x, x_control, layers)
-    for i, row in enumerate(rows):
-        row["feature_change"] = {"attack": _interval(attacked[:, i]), "control": _interval(moved[:, i])}
+    change = _feature_change(f, x, x_adv, layers), _feature_change(f, x, x_control, layers)
+    shifts = {}
     for target, classes in (("predicted", (y_adv, y_control)), ("true", (y, y))):
-        attacked = _layer_shift(clean, _layer_maps(f, x_adv, classes[0], layers), fraction)
-        moved = _layer_shift(clean, _layer_maps(f, x_control, classes[1], layers), fraction)
-        for row in rows:
-            row[target] = {
-                name: {
-                    "attack": _interval(attacked[row["layer"]][name]),
-                    "control": _interval(moved[row["layer"]][name]),
+        shifts[target] = (
+            _layer_shift(clean, _layer_maps(f, x_adv, classes[0], layers), fraction),
+            _layer_shift(clean, _layer_maps(f, x_control, classes[1], layers), fraction),
+        )
+    return tuple(
+        LayerRow(
+            layer=layer,
+            depth=i + 1,
+            feature_change=_measured(change[0][:, i], change[1][:, i]),
+            **{
+                target: {
+                    name: _measured(attacked[layer][name], moved[layer][name]) for name in LAYER_MEASURES
                 }
-                for name in LAYER_MEASURES
-            }
-    return rows
+                for target, (attacked, moved) in shifts.items()
+            },
+        )
+        for i, layer in enumerate(layers)
+    )
 
 
-def _layers_png(label: str, rows: list[dict[str, Any]]) -> bytes:
+def _layers_png(label: str, rows: tuple[LayerRow, ...]) -> bytes:
     """Each per-layer measure against depth, per class: attack and control, with 95% intervals."""
     from saliency_detect.experiments._outputs import _figure_png
 
-    depth = [row["depth"] for row in rows]
+    depth = [row.depth for row in rows]
 
-    def plot(ax, points, title):
+    def plot(ax, points: list[Measured], title):
         for side, color in (("attack", "tab:red"), ("control", "tab:gray")):
-            mean = [np.nan if p[side]["mean"] is None else p[side]["mean"] for p in points]
-            half = [np.nan if p[side]["low"] is None else p[side]["mean"] - p[side]["low"] for p in points]
+            intervals = [getattr(p, side) for p in points]
+            mean = [np.nan if i.mean is None else i.mean for i in intervals]
+            half = [np.nan if i.low is None else i.mean - i.low for i in intervals]
             ax.errorbar(depth, mean, yerr=half, marker="o", ms=3, capsize=2, color=color, label=side)
         ax.set_title(title, fontsize=8)
 
@@ -264,11 +244,15 @@ def _layers_png(label: str, rows: list[dict[str, Any]]) -> bytes:
         for r, target in enumerate(LAYER_CLASSES):
             for c, name in enumerate(LAYER_MEASURES):
                 ax = axes[r][c]
-                plot(ax, [row[target][name] for row in rows], f"{name.replace('_', ' ')} ({target} class)")
+                plot(
+                    ax,
+                    [getattr(row, target)[name] for row in rows],
+                    f"{name.replace('_', ' ')} ({target} class)",
+                )
                 ax.set_ylim(-0.05 if name == "top_overlap" else -1.05, 1.05)
                 if r == len(LAYER_CLASSES) - 1:
                     ax.set_xlabel("convolution layer (input → output)", fontsize=8)
-        plot(axes[0][-1], [row["feature_change"] for row in rows], "activations' relative change")
+        plot(axes[0][-1], [row.feature_change for row in rows], "activations' relative change")
         axes[0][-1].set_ylim(bottom=0)
         axes[1][-1].axis("off")
         axes[0][0].legend(fontsize=7)
@@ -311,13 +295,14 @@ def _grid_png(label: str, x, x_adv, clean, adv, y, y_adv, class_names) -> bytes:
     return _figure_png(draw, size=(1.3 * len(columns), 1.4 * rows + 0.6))
 
 
+@validates_once
 def run_explain(
     config: ExplainConfig,
     out_dir: str | os.PathLike[str],
     *,
     verbose: int = 1,
     strategy: tf.distribute.Strategy | None = None,
-) -> dict[str, Any]:
+) -> AttentionResults:
     """Run the attention analysis and write its report to `out_dir`.
 
     Trains (or loads) the classifier, attacks the first `config.n_images` test images with
@@ -337,7 +322,9 @@ def run_explain(
             saliency, scoring); None takes the current one.
 
     Returns:
-        The contents of `results.json`.
+        An `AttentionResults`: per attack, the images attacked and analysed, each
+        measure with its control and the per-layer rows. Its `to_dict()` is
+        `results.json`'s contents (`load_results` reads it back).
 
     Raises:
         TypeError: if `config` is not an `ExplainConfig`.
@@ -350,7 +337,7 @@ def run_explain(
         ...     test_size=20, epochs=1, augment=False, n_images=20, n_figures=2,
         ...     attacks=[{"name": "fgsm", "eps": 0.3}])
         >>> results = run_explain(config, tempfile.mkdtemp(), verbose=0)
-        >>> sorted(results["attacks"]["fgsm"]["measures"]) == sorted(MEASURES)
+        >>> sorted(results.attacks["fgsm"].measures) == sorted(MEASURES)
         True
     """
     from saliency_detect._distribute import resolve_strategy
@@ -361,7 +348,7 @@ def run_explain(
         return _explain(Run(config, out_dir, verbose))
 
 
-def _explain(run) -> dict[str, Any]:
+def _explain(run) -> AttentionResults:
     from saliency_detect import saliency
     from saliency_detect.experiments._outputs import _safe
     from saliency_detect.models import predict_labels
@@ -381,13 +368,12 @@ def _explain(run) -> dict[str, Any]:
         xs, xa, ys, ya = x[keep], adversarial.x_adv[keep], y[keep], adversarial.y_adv[keep]
         run.log(f"[{label}] analysing {len(xs)} of {n} images (correct on clean, fooled by the attack)")
         info: dict[str, Any] = {
-            **spec.to_dict(),
+            "spec": spec,
             "n_attacked": int(n),
             "n_analysed": len(xs),
             "success_rate": float(np.mean(adversarial.success)),
             "mean_l0": float(np.mean(adversarial.l0)),
             "mean_linf": float(np.mean(adversarial.linf)),
-            "measures": {},
         }
         if len(xs):
             x_control = _shuffled_perturbation(xs, xa, rng)
@@ -406,14 +392,10 @@ def _explain(run) -> dict[str, Any]:
             controlled = _measures(
                 clean, control, xs, x_control, config.radius, config.top_fraction, adversarial_class_map=pair
             )
-            for name in MEASURES:
-                info["measures"][name] = {
-                    "attack": _interval(measured[name]),
-                    "control": _interval(controlled[name]),
-                }
-                reason = _not_applicable(name, measured)
-                if reason is not None:
-                    info["measures"][name]["not_applicable"] = reason
+            info["measures"] = {
+                name: _measured(measured[name], controlled[name], _not_applicable(name, measured))
+                for name in MEASURES
+            }
             info["control_fooled_rate"] = float(np.mean(y_control != ys))
             if config.per_layer:
                 info["layers"] = run.timed(
@@ -434,17 +416,8 @@ def _explain(run) -> dict[str, Any]:
                 ya[shown],
                 dataset.class_names,
             )
-        attacks[label] = info
-    results = {
-        "experiment": "attention",
-        "config": config.to_dict(),
-        "versions": versions(),
-        "classifier": classifier_info,
-        "measures": {name: {"compares": text, "claim": claim} for name, (text, claim) in MEASURES.items()},
-        "layer_measures": dict(LAYER_MEASURES),
-        "layer_classes": list(LAYER_CLASSES),
-        "attacks": attacks,
-        "timings": {},
-        "files": {},
-    }
+        attacks[label] = AttentionAttack(**info)
+    results = AttentionResults(
+        config=config, versions=versions(), classifier=classifier_info, attacks=attacks
+    )
     return run.finish(results, figures)

@@ -8,15 +8,26 @@ report embeds its images as base64 data, so the one file can be mailed or archiv
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 
 from saliency_detect._files import atomic_write_bytes, atomic_write_text
+from saliency_detect.evaluation import GeneralizationMatrix
+from saliency_detect.experiments._results import (
+    AttentionResults,
+    DetectionResults,
+    Interval,
+    RocCurve,
+    SecuritySection,
+)
+
+Results = TypeVar("Results", DetectionResults, AttentionResults)
 
 _COMPARED = ("d_accuracy_clean", "d_accuracy_adversarial", "roc_auc", "tpr_at_1_fpr", "tpr_at_5_fpr")
 _COMPARED_TITLES = ["D acc. clean", "D acc. adv.", "ROC AUC", "TPR @ 1% FPR", "TPR @ 5% FPR"]
@@ -63,24 +74,16 @@ def _figure_png(draw, *, size=(5.0, 4.0)) -> bytes:
     return buffer.getvalue()
 
 
-def _matrix_png(matrix: dict[str, Any]) -> bytes:
-    from saliency_detect.evaluation import GeneralizationMatrix
-
-    m = GeneralizationMatrix(
-        tuple(matrix["train_labels"]),
-        tuple(matrix["test_labels"]),
-        np.asarray(matrix["values"]),
-        matrix["metric"],
-    )
+def _matrix_png(m: GeneralizationMatrix) -> bytes:
     n = max(len(m.test_labels), 2)
     return _figure_png(lambda fig: m.plot(fig.add_subplot()), size=(2.4 + 0.9 * n, 1.4 + 0.8 * n))
 
 
-def _roc_png(label: str, curves: dict[str, dict[str, list[float]]]) -> bytes:
+def _roc_png(label: str, curves: dict[str, RocCurve]) -> bytes:
     def draw(fig):
         ax = fig.add_subplot()
         for kind, curve in curves.items():
-            ax.plot(curve["fpr"], curve["tpr"], label=kind)
+            ax.plot(curve.fpr, curve.tpr, label=kind)
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel("false-positive rate (clean images flagged)")
         ax.set_ylabel("true-positive rate (adversarial images flagged)")
@@ -128,7 +131,7 @@ def saliency_grid_png(label: str, x, saliency, x_adv, saliency_adv) -> bytes:
     return _figure_png(draw, size=(6.5, 1.35 * len(x) + 0.6))
 
 
-def _security_png(security: dict[str, Any]) -> bytes:
+def _security_png(security: dict[str, SecuritySection]) -> bytes:
     """The security section's plot: success against ε, a panel per attack, a colour per detector.
 
     Solid lines: the joint attack on f and the detector; dashed: PGD on f alone judged by
@@ -138,23 +141,23 @@ def _security_png(security: dict[str, Any]) -> bytes:
     def draw(fig):
         axes = fig.subplots(1, len(security), squeeze=False)[0]
         for ax, (label, section) in zip(axes, security.items(), strict=True):
-            eps = section["eps"]
-            rows = section["detectors"]
-            first = next(iter(rows.values()))
-            _interval_line(ax, eps, first["undefended"], color="black", label="no detector (PGD on f)")
+            eps = section.eps
+            rows = section.detectors
+            first = next(iter(rows.values())).evaluation
+            _interval_line(ax, eps, first.undefended, color="black", label="no detector (PGD on f)")
             for i, (kind, row) in enumerate(rows.items()):
                 color = f"C{i}"
-                _interval_line(ax, eps, row["adaptive"], color=color, label=f"{kind}: joint attack")
+                _interval_line(ax, eps, row.evaluation.adaptive, color=color, label=f"{kind}: joint attack")
                 _interval_line(
-                    ax, eps, row["unaware"], color=color, linestyle="--", label=f"{kind}: PGD on f"
+                    ax, eps, row.evaluation.unaware, color=color, linestyle="--", label=f"{kind}: PGD on f"
                 )
-            norm = "L∞" if section["norm"] == "inf" else "L2"
+            norm = "L∞" if section.norm == "inf" else "L2"
             ax.set_xlabel(f"ε ({norm})")
             ax.set_ylabel("attack success (f fooled, not flagged)")
             ax.set_ylim(-0.02, 1.02)
-            ax.set_title(f"{label} ({section['n_images']} images)")
+            ax.set_title(f"{label} ({section.n_images} images)")
         axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7)
-        fig.suptitle(f"Security: detectors at {section['fpr']:.0%} clean FPR")
+        fig.suptitle(f"Security: detectors at {section.fpr:.0%} clean FPR")
 
     return _figure_png(draw, size=(4.2 * len(security) + 2.5, 3.8))
 
@@ -165,14 +168,14 @@ def _interval_line(ax, eps, rates, **style) -> None:
     ax.errorbar(eps, values, yerr=errors, marker="o", markersize=3, capsize=2, linewidth=1.2, **style)
 
 
-def _figures(results: dict[str, Any]) -> dict[str, bytes]:
-    figures = {"cross_attack.png": _matrix_png(results["matrices"]["cross_attack"])}
-    for label, matrix in results["matrices"]["cross_eps"].items():
+def _figures(results: DetectionResults) -> dict[str, bytes]:
+    figures = {"cross_attack.png": _matrix_png(results.cross_attack)}
+    for label, matrix in results.cross_eps.items():
         figures[f"cross_eps_{_safe(label)}.png"] = _matrix_png(matrix)
-    for label, curves in results["roc"].items():
+    for label, curves in results.roc.items():
         figures[f"roc_{_safe(label)}.png"] = _roc_png(label, curves)
-    if results.get("security"):
-        figures["security.png"] = _security_png(results["security"])
+    if results.security:
+        figures["security.png"] = _security_png(results.security)
     return figures
 
 
@@ -189,34 +192,36 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 _TITLES = {"detection": "Detection experiment", "attention": "Attention under attack"}
 
 
-def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+def _sections(results: DetectionResults | AttentionResults) -> list[tuple[str, list[str], list[list[str]]]]:
     """The report's tables as (title, header, rows), shared by Markdown and HTML."""
-    if results["experiment"] == "attention":
+    if isinstance(results, AttentionResults):
         return _attention_sections(results)
     return _detection_sections(results)
 
 
-def _classifier_section(results: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
-    f = results["classifier"]
+def _classifier_section(
+    results: DetectionResults | AttentionResults,
+) -> tuple[str, list[str], list[list[str]]]:
+    f = results.classifier
     return (
         "Classifier",
         ["source", "test accuracy", "fingerprint"],
-        [[f["source"], f"{f['test_accuracy']:.4f}", f["fingerprint"][:16]]],
+        [[f.source, f"{f.test_accuracy:.4f}", f.fingerprint[:16]]],
     )
 
 
-def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+def _attention_sections(results: AttentionResults) -> list[tuple[str, list[str], list[list[str]]]]:
     sections = [_classifier_section(results)]
     rows = []
-    for label, info in results["attacks"].items():
+    for label, info in results.attacks.items():
         rows.append(
             [
                 label,
-                str(info["n_attacked"]),
-                str(info["n_analysed"]),
-                f"{info['success_rate']:.3f}",
-                f"{info['mean_l0']:.1f}",
-                f"{info['mean_linf']:.3f}",
+                str(info.n_attacked),
+                str(info.n_analysed),
+                f"{info.success_rate:.3f}",
+                f"{info.mean_l0:.1f}",
+                f"{info.mean_linf:.3f}",
             ]
         )
     sections.append(
@@ -227,12 +232,12 @@ def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
         )
     )
     rows = []
-    for label, info in results["attacks"].items():
-        for name, m in info["measures"].items():
-            if "not_applicable" in m:
-                rows.append([label, name, f"n/a: {m['not_applicable']}", "n/a"])
+    for label, info in results.attacks.items():
+        for name, m in info.measures.items():
+            if m.not_applicable is not None:
+                rows.append([label, name, f"n/a: {m.not_applicable}", "n/a"])
                 continue
-            rows.append([label, name, _interval_text(m["attack"]), _interval_text(m["control"])])
+            rows.append([label, name, _interval_text(m.attack), _interval_text(m.control)])
     sections.append(
         (
             "Claims measured (mean, 95% CI; control: the same perturbation at random pixels, and for "
@@ -242,10 +247,10 @@ def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
         )
     )
     rows = [
-        [label, str(row["depth"]), row["layer"], target, *(_interval_text(row[target][name][side], count=True)
-         for name in ("rank_correlation", "top_overlap") for side in ("attack", "control"))]
-        for label, info in results["attacks"].items()
-        for row in info.get("layers", [])
+        [label, str(row.depth), row.layer, target, *(_interval_text(getattr(getattr(row, target)[name], side),
+         count=True) for name in ("rank_correlation", "top_overlap") for side in ("attack", "control"))]
+        for label, info in results.attacks.items()
+        for row in info.layers or ()
         for target in ("predicted", "true")
     ]  # fmt: skip
     if rows:
@@ -259,10 +264,10 @@ def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
             )
         )  # fmt: skip
     rows = [
-        [label, str(row["depth"]), row["layer"], *(_interval_text(row["feature_change"][side], count=True)
+        [label, str(row.depth), row.layer, *(_interval_text(getattr(row.feature_change, side), count=True)
          for side in ("attack", "control"))]
-        for label, info in results["attacks"].items()
-        for row in info.get("layers", [])
+        for label, info in results.attacks.items()
+        for row in info.layers or ()
     ]  # fmt: skip
     if rows:
         sections.append(
@@ -276,12 +281,12 @@ def _attention_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
     return sections
 
 
-def _interval_text(interval: dict, *, count: bool = False) -> str:
+def _interval_text(interval: Interval, *, count: bool = False) -> str:
     """`mean [low, high]` (and `, n = images` when `count`), or `n/a (no image)` when none defined it."""
-    if interval["mean"] is None:
+    if interval.mean is None:
         return "n/a (no image)"
-    text = f"{interval['mean']:.4f} [{interval['low']:.4f}, {interval['high']:.4f}]"
-    return f"{text}, n = {interval['n']}" if count else text
+    text = f"{interval.mean:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
+    return f"{text}, n = {interval.n}" if count else text
 
 
 def _eps(value) -> str:
@@ -292,29 +297,29 @@ def _number(value) -> str:
     return "—" if value is None or value != value else f"{value:.3f}"
 
 
-def _table1_section(results: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+def _table1_section(results: DetectionResults) -> tuple[str, list[str], list[list[str]]]:
     """Table 1: a row per attack and recipe of the saliency detector, the image-only detector beside it."""
     image_only = {
-        (r["attack"], r["detector"].replace("image", "saliency", 1)): r
-        for r in results["comparison"]
-        if r["detector"] == "image" or r["detector"].startswith("image (")
+        (r.attack, r.detector.replace("image", "saliency", 1)): r.report
+        for r in results.comparison
+        if r.detector == "image" or r.detector.startswith("image (")
     }
     show_image = bool(image_only)
     header = ["attack", "detector", *(title for _, title in _TABLE1_COLUMNS), "threshold"]
     if show_image:
         header += [title for _, title in _IMAGE_ONLY_COLUMNS]
     rows = []
-    for r in results["table1"]:
-        row = [r["attack"], r["detector"], *(_number(r.get(key)) for key, _ in _TABLE1_COLUMNS)]
-        row.append(r.get("threshold_source", "unknown"))
+    for r in results.table1:
+        row = [r.attack, r.detector, *(_number(getattr(r.report, key)) for key, _ in _TABLE1_COLUMNS)]
+        row.append(r.report.threshold_source)
         if show_image:
-            other = image_only.get((r["attack"], r["detector"]), {})
-            row += [_number(other.get(key)) for key, _ in _IMAGE_ONLY_COLUMNS]
+            other = image_only.get((r.attack, r.detector))
+            row += [_number(getattr(other, key, None)) for key, _ in _IMAGE_ONLY_COLUMNS]
         rows.append(row)
     return "Table 1: classifier and saliency detector", header, rows
 
 
-def _detection_sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+def _detection_sections(results: DetectionResults) -> list[tuple[str, list[str], list[list[str]]]]:
     sections = []
     sections.append(_classifier_section(results))
     sections.append(
@@ -335,105 +340,102 @@ def _detection_sections(results: dict[str, Any]) -> list[tuple[str, list[str], l
             [
                 [
                     label,
-                    _eps(a["eps"]) + ("" if a["eps"] is None or a["eps_searched"] else " (given)"),
-                    _number(a.get("eps_target_accuracy")),
-                    _number(a.get("eps_search_accuracy")),
-                    _eps(a.get("matrix_eps", a["eps"])),
-                    f"{a['success_rate_test']:.3f}",
-                    f"{a['mean_l0_test']:.1f}",
-                    f"{a['mean_l2_test']:.3f}",
-                    f"{a['mean_linf_test']:.3f}",
-                    str(a["detector_train_size"]),
+                    _eps(a.eps) + ("" if a.eps is None or a.eps_searched else " (given)"),
+                    _number(a.eps_target_accuracy),
+                    _number(a.eps_search_accuracy),
+                    _eps(a.matrix_eps),
+                    f"{a.success_rate_test:.3f}",
+                    f"{a.mean_l0_test:.1f}",
+                    f"{a.mean_l2_test:.3f}",
+                    f"{a.mean_linf_test:.3f}",
+                    str(a.detector_train_size),
                 ]
-                for label, a in results["attacks"].items()
+                for label, a in results.attacks.items()
             ],
         )
     )
     sections.append(_table1_section(results))
-    if any(r["detector"] != "saliency" for r in results["comparison"]):
+    if any(r.detector != "saliency" for r in results.comparison):
         sections.append(
             (
                 "Detectors compared",
                 ["attack", "detector", *_COMPARED_TITLES, "threshold"],
                 [
                     [
-                        r["attack"],
-                        r["detector"],
-                        *(_number(r.get(k)) for k in _COMPARED),
-                        r.get("threshold_source", "unknown"),
+                        r.attack,
+                        r.detector,
+                        *(_number(getattr(r.report, k)) for k in _COMPARED),
+                        r.report.threshold_source,
                     ]
-                    for r in results["comparison"]
+                    for r in results.comparison
                 ],
             )
         )
-    matrices = [("Cross-attack generalization (D accuracy)", results["matrices"]["cross_attack"])]
-    for label, m in results["matrices"]["cross_eps"].items():
+    matrices = [("Cross-attack generalization (D accuracy)", results.cross_attack)]
+    for label, m in results.cross_eps.items():
         matrices.append((f"Cross-ε generalization: {label}", m))
     for title, m in matrices:
         sections.append(
             (
                 title,
-                ["trained on \\ tested on", *m["test_labels"]],
+                ["trained on \\ tested on", *m.test_labels],
                 [
                     [label, *(f"{v:.3f}" for v in row)]
-                    for label, row in zip(m["train_labels"], m["values"], strict=True)
+                    for label, row in zip(m.train_labels, m.values, strict=True)
                 ],
             )
         )
-    sections += _security_sections(results.get("security") or {})
-    adaptive = results.get("adaptive")
-    if adaptive:
+    sections += _security_sections(results.security or {})
+    adaptive = results.adaptive
+    if adaptive is not None:
         sections.append(
             (
-                f"Detector-aware attack on the {adaptive['attack']} detector "
-                f"(ε = {adaptive['eps']:.4g}, {adaptive['n_images']} images)",
+                f"Detector-aware attack on the {adaptive.attack} detector "
+                f"(ε = {adaptive.eps:.4g}, {adaptive.n_images} images)",
                 ["σ", "detection rate", "f accuracy"],
                 [
                     [f"{r['sigma']:g}", f"{r['detection_rate']:.3f}", f"{r['f_accuracy']:.3f}"]
-                    for r in adaptive["rows"]
+                    for r in adaptive.rows
                 ],
             )
         )
     return sections
 
 
-def _rate_text(rate: dict[str, Any]) -> str:
+def _rate_text(rate: dict[str, float]) -> str:
     return f"{rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}]"
 
 
-def _security_sections(security: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+def _security_sections(security: dict[str, SecuritySection]) -> list[tuple[str, list[str], list[list[str]]]]:
     """A table per attack (success of each attacker at each ε) and one of the sanity checks."""
     sections, checks = [], []
     for label, section in security.items():
-        norm = "L∞" if section["norm"] == "inf" else "L2"
-        if section.get("eps_from", label) != label:  # an attack without an Lp ball borrows one
-            norm += f" at {section['eps_from']}'s ε"
-        eps = [f"{e:.3g}" for e in section["eps"]]
+        norm = "L∞" if section.norm == "inf" else "L2"
+        if section.eps_from != label:  # an attack without an Lp ball borrows one
+            norm += f" at {section.eps_from}'s ε"
+        eps = [f"{e:.3g}" for e in section.eps]
         header = ["detector", "ROC AUC", "TPR @ 1% FPR", "TPR @ 5% FPR"]
         header += [f"{kind} ε={e}" for e in eps for kind in ("PGD on f", "joint")]
-        first = next(iter(section["detectors"].values()))
-        rows = [["none", "—", "—", "—", *(t for r in first["undefended"] for t in (_rate_text(r), "—"))]]
-        for kind, row in section["detectors"].items():
-            pairs = zip(row["unaware"], row["adaptive"], strict=True)
+        first = next(iter(section.detectors.values())).evaluation
+        rows = [["none", "—", "—", "—", *(t for r in first.undefended for t in (_rate_text(r), "—"))]]
+        for kind, row in section.detectors.items():
+            pairs = zip(row.evaluation.unaware, row.evaluation.adaptive, strict=True)
             rows.append(
                 [
                     kind,
-                    *(_number(row.get(k)) for k in ("roc_auc", "tpr_at_1_fpr", "tpr_at_5_fpr")),
+                    *(_number(v) for v in (row.roc_auc, row.tpr_at_1_fpr, row.tpr_at_5_fpr)),
                     *(_rate_text(r) for pair in pairs for r in pair),
                 ]
             )
-            for c in row["checks"]:
-                reference = f"{c['reference']:.3f}"
-                p = f"{c['p_value']:.3g}"
-                verdict = "passed" if c["passed"] else "FAILED"
-                checks.append(
-                    [label, kind, c["name"], f"{c['eps']:.3g}", f"{c['value']:.3f}", reference, p, verdict]
-                )
+            for c in row.evaluation.checks:
+                verdict = "passed" if c.passed else "FAILED"
+                numbers = (f"{c.eps:.3g}", f"{c.value:.3f}", f"{c.reference:.3f}", f"{c.p_value:.3g}")
+                checks.append([label, kind, c.name, *numbers, verdict])
         sections.append(
             (
-                f"Security: {label} ({norm}, {section['n_images']} images, {section['nb_iter']} steps, "
-                f"{section['restarts']} restart(s); detectors flag {section['fpr']:.0%} of "
-                f"{section['n_calibration']} held-out clean images)",
+                f"Security: {label} ({norm}, {section.n_images} images, {section.nb_iter} steps, "
+                f"{section.restarts} restart(s); detectors flag {section.fpr:.0%} of "
+                f"{section.n_calibration} held-out clean images)",
                 header,
                 rows,
             )
@@ -444,11 +446,11 @@ def _security_sections(security: dict[str, Any]) -> list[tuple[str, list[str], l
     return sections
 
 
-def _notes(results: dict[str, Any], title: str) -> list[str]:
+def _notes(results: DetectionResults | AttentionResults, title: str) -> list[str]:
     """Text printed under a table: which threshold its columns use."""
     from saliency_detect.evaluation._report import THRESHOLD_NOTE
 
-    if results["experiment"] == "detection" and (
+    if isinstance(results, DetectionResults) and (
         title.startswith("Table 1") or title == "Detectors compared"
     ):
         return [THRESHOLD_NOTE]
@@ -459,9 +461,26 @@ def _notes(results: dict[str, Any], title: str) -> list[str]:
     return []
 
 
-def tables_markdown(results: dict[str, Any]) -> str:
-    """Render an experiment's results (`run_experiment`'s or `run_explain`'s) as Markdown tables."""
-    parts = [f"# {_TITLES[results['experiment']]}", ""]
+def tables_markdown(results: DetectionResults | AttentionResults) -> str:
+    """Render an experiment's results (`run_experiment`'s or `run_explain`'s) as Markdown tables.
+
+    Args:
+        results: what `run_experiment` or `run_explain` returned, or a finished run's
+            `results.json` read back with `load_results`.
+
+    Returns:
+        The Markdown of the run's `tables.md`.
+
+    Raises:
+        TypeError: if `results` is neither (a dict read from `results.json` must go
+            through `load_results` or the results type's `from_dict` first).
+    """
+    if not isinstance(results, (DetectionResults, AttentionResults)):
+        raise TypeError(
+            "`results` must be a DetectionResults or AttentionResults (what run_experiment and run_explain "
+            f"return; `load_results(path)` reads a results.json). Received: {type(results).__name__}"
+        )
+    parts = [f"# {_TITLES[results.experiment]}", ""]
     for title, header, rows in _sections(results):
         parts += [f"## {title}", "", _markdown_table(header, rows), ""]
         notes = _notes(results, title)
@@ -481,15 +500,15 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 """
 
 
-def report_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
+def report_html(results: DetectionResults | AttentionResults, figures: dict[str, bytes]) -> str:
     """Render a self-contained HTML report: tables, embedded PNG figures, config and versions."""
     e = html.escape
-    title = _TITLES[results["experiment"]]
+    title = _TITLES[results.experiment]
     body = [f"<h1>{e(title)}</h1>"]
-    timings = results["timings"]
     body.append(
-        f"<p>Data set <code>{e(results['config']['dataset'])}</code>; total time "
-        f"{timings.get('total', 0):.0f} s; saliency_detect {e(results['versions']['saliency_detect'])}.</p>"
+        f"<p>Data set <code>{e(results.config.dataset)}</code>; total time "
+        f"{results.timings.get('total', 0):.0f} s; "
+        f"saliency_detect {e(results.versions['saliency_detect'])}.</p>"
     )
     for title, header, rows in _sections(results):
         body.append(f"<h2>{e(title)}</h2><table><thead><tr>")
@@ -505,8 +524,8 @@ def report_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
             f'<figure><img src="data:image/png;base64,{data}" alt="{e(name)}">'
             f"<figcaption>{e(name)}</figcaption></figure>"
         )
-    body.append("<h2>Configuration</h2><pre>" + e(json.dumps(results["config"], indent=2)) + "</pre>")
-    body.append("<h2>Versions</h2><pre>" + e(json.dumps(results["versions"], indent=2)) + "</pre>")
+    body.append("<h2>Configuration</h2><pre>" + e(json.dumps(results.config.to_dict(), indent=2)) + "</pre>")
+    body.append("<h2>Versions</h2><pre>" + e(json.dumps(results.versions, indent=2)) + "</pre>")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>saliency_detect: {e(title.lower())}</title>"
@@ -514,21 +533,19 @@ def report_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
     )
 
 
-def write_outputs(
-    results: dict[str, Any], out: Path, figures: dict[str, bytes] | None = None
-) -> dict[str, str]:
+def write_outputs(results: Results, out: Path, figures: dict[str, bytes] | None = None) -> Results:
     """Write `results.json`, `tables.md`, the PNG figures and `report.html` into `out`.
 
     `figures` maps file names to PNG bytes; None draws the detection experiment's.
-    `results["files"]` is filled with the names written. Returns that mapping.
+    Returns `results` with `files` naming what was written.
     """
     figures = _figures(results) if figures is None else figures
     files = {"results": "results.json", "tables": "tables.md", "report": "report.html"}
     files.update({name.removesuffix(".png"): name for name in figures})
-    results["files"] = files
+    results = dataclasses.replace(results, files=files)
     for name, png in figures.items():
         atomic_write_bytes(out / name, png)
     atomic_write_text(out / "tables.md", tables_markdown(results))
     atomic_write_text(out / "report.html", report_html(results, figures))
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    return files
+    results.save(out / "results.json")
+    return results

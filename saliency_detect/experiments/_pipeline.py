@@ -16,8 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from saliency_detect._validation import validates_once
+from saliency_detect.evaluation import DetectionReport
 from saliency_detect.experiments._config import AttackSpec, ExperimentConfig
 from saliency_detect.experiments._outputs import _figures, _safe, saliency_grid_png
+from saliency_detect.experiments._results import (
+    AdaptiveResult,
+    AttackResult,
+    DetectionResults,
+    DetectionRow,
+    RocCurve,
+    SecurityRow,
+    SecuritySection,
+)
 from saliency_detect.experiments._steps import (
     Run,
     adversarial_set,
@@ -37,13 +48,14 @@ if TYPE_CHECKING:
 _GRID_IMAGES = 4
 
 
+@validates_once
 def run_experiment(
     config: ExperimentConfig,
     out_dir: str | os.PathLike[str],
     *,
     verbose: int = 1,
     strategy: tf.distribute.Strategy | None = None,
-) -> dict[str, Any]:
+) -> DetectionResults:
     """Run the detection paper's experiment and write its report to `out_dir`.
 
     Trains (or loads) the classifier f, finds each attack's minimal ε (unless given),
@@ -67,9 +79,11 @@ def run_experiment(
             saliency, scoring); None takes the current one.
 
     Returns:
-        The contents of `results.json`: the config, library versions, the classifier's
-        accuracy, each attack's ε and success, every detection report, the matrices,
-        the adaptive-attack results, the timings and the files written.
+        A `DetectionResults`: the config, library versions, the classifier's accuracy,
+        each attack's ε and success, every detection report, the matrices, the ROC
+        curves, the adaptive-attack and security results, the timings and the files
+        written. Its `to_dict()` is `results.json`'s contents (`load_results` reads it
+        back).
 
     Raises:
         TypeError: if `config` is not an `ExperimentConfig`.
@@ -82,8 +96,10 @@ def run_experiment(
         ...     train_size=300, test_size=40, epochs=1, detector_train_size=60, detector_epochs=1,
         ...     attacks=[{"name": "fgsm", "eps": 0.3}])
         >>> results = run_experiment(config, tempfile.mkdtemp(), verbose=0)
-        >>> sorted(results["attacks"])
+        >>> sorted(results.attacks)
         ['fgsm']
+        >>> results.row("fgsm").report.d_accuracy_clean >= 0
+        True
     """
     from saliency_detect._distribute import resolve_strategy
 
@@ -93,7 +109,7 @@ def run_experiment(
         return _experiment(Run(config, out_dir, verbose))
 
 
-def _experiment(run) -> dict[str, Any]:
+def _experiment(run) -> DetectionResults:
     from saliency_detect.evaluation import changed_images
 
     config = run.config
@@ -101,10 +117,10 @@ def _experiment(run) -> dict[str, Any]:
     f, classifier_info = classifier(run, dataset)
     x_test, y_test = dataset.x_test, dataset.y_test
 
-    attacks: dict[str, dict[str, Any]] = {}
+    attacks: dict[str, AttackResult] = {}
     detectors: dict[str, Any] = {}
-    comparison: list[dict[str, Any]] = []
-    roc: dict[str, dict[str, dict[str, list[float]]]] = {}
+    comparison: list[DetectionRow] = []
+    roc: dict[str, dict[str, RocCurve]] = {}
     matrix_detectors: dict[str, Any] = {}
     grids: dict[str, bytes] = {}
     matrix_test: dict[str, np.ndarray] = {}
@@ -129,19 +145,19 @@ def _experiment(run) -> dict[str, Any]:
         # as such, and the report leaves them out of D's adversarial columns.
         kept = changed_images(x_train, adv_train.x_adv)
         d_clean, d_adv = x_train[kept], adv_train.x_adv[kept]
-        attacks[label] = {
-            **spec.to_dict(),
+        attacks[label] = AttackResult(
+            spec=spec,
             **eps_info,
-            "matrix_eps": matrix_eps,
-            "matrix_eps_search_accuracy": matrix_info.get("eps_search_accuracy"),
-            "detector_train_size": int(kept.sum()),
-            "unchanged_train": int(len(kept) - kept.sum()),
-            "unchanged_test": int(np.count_nonzero(~changed_images(x_test, adv_test.x_adv))),
-            "success_rate_test": float(np.mean(adv_test.success)),
-            "mean_l0_test": float(np.mean(adv_test.l0)),
-            "mean_l2_test": float(np.mean(adv_test.l2)),
-            "mean_linf_test": float(np.mean(adv_test.linf)),
-        }
+            matrix_eps=matrix_eps,
+            matrix_eps_search_accuracy=matrix_info.get("eps_search_accuracy"),
+            detector_train_size=int(kept.sum()),
+            unchanged_train=int(len(kept) - kept.sum()),
+            unchanged_test=int(np.count_nonzero(~changed_images(x_test, adv_test.x_adv))),
+            success_rate_test=float(np.mean(adv_test.success)),
+            mean_l0_test=float(np.mean(adv_test.l0)),
+            mean_l2_test=float(np.mean(adv_test.l2)),
+            mean_linf_test=float(np.mean(adv_test.linf)),
+        )
         fitted = {}
         for recipe in config.detector_recipes:
             kind = _kind("saliency", recipe, main_recipe)
@@ -172,11 +188,11 @@ def _experiment(run) -> dict[str, Any]:
             for kind, detector in fitted.items()
         }
         for kind, (report, curve) in {**evaluated, **scored}.items():
-            comparison.append({"attack": label, "detector": kind, **report})
+            comparison.append(DetectionRow(label, kind, report))
             roc[label][kind] = curve
             run.log(
-                f"[{label}] {kind}: D accuracy clean {report['d_accuracy_clean']:.3f}, "
-                f"adversarial {report['d_accuracy_adversarial']:.3f}, ROC AUC {report['roc_auc']:.3f}"
+                f"[{label}] {kind}: D accuracy clean {report.d_accuracy_clean:.3f}, "
+                f"adversarial {report.d_accuracy_adversarial:.3f}, ROC AUC {report.roc_auc:.3f}"
             )
         if config.security_eps_factors:
             norm = _attack_norm(spec.name, spec.params) if eps is not None else None
@@ -191,32 +207,25 @@ def _experiment(run) -> dict[str, Any]:
                 "reports": {kind: report for kind, (report, _) in {**evaluated, **scored}.items()},
             }
 
-    matrices = {"cross_attack": _cross_attack(run, matrix_detectors, x_test, matrix_test).to_dict()}
+    cross_attack = _cross_attack(run, matrix_detectors, x_test, matrix_test)
     cross_eps = {}
     if config.eps_factors:
         for spec in config.attacks:
-            eps = attacks[spec.display]["matrix_eps"]
+            eps = attacks[spec.display].matrix_eps
             if eps is not None:
-                cross_eps[spec.display] = _cross_eps(run, f, spec, eps, dataset).to_dict()
-    matrices["cross_eps"] = cross_eps
-    adaptive = _adaptive(run, f, detectors, attacks, x_test, y_test)
-    security = _security(run, f, security_jobs, x_test, y_test)
-
-    results = {
-        "experiment": "detection",
-        "config": config.to_dict(),
-        "versions": versions(),
-        "classifier": classifier_info,
-        "attacks": attacks,
-        "table1": [row for row in comparison if row["detector"].startswith("saliency")],
-        "comparison": comparison,
-        "matrices": matrices,
-        "roc": roc,
-        "adaptive": adaptive,
-        "security": security,
-        "timings": {},
-        "files": {},
-    }
+                cross_eps[spec.display] = _cross_eps(run, f, spec, eps, dataset)
+    results = DetectionResults(
+        config=config,
+        versions=versions(),
+        classifier=classifier_info,
+        attacks=attacks,
+        comparison=tuple(comparison),
+        cross_attack=cross_attack,
+        cross_eps=cross_eps,
+        roc=roc,
+        adaptive=_adaptive(run, f, detectors, attacks, x_test, y_test),
+        security=_security(run, f, security_jobs, x_test, y_test),
+    )
     return run.finish(results, {**_figures(results), **grids})
 
 
@@ -311,7 +320,7 @@ def _epsilon(run: Run, f, spec: AttackSpec, x_test, y_test, target: float) -> di
         "eps_searched": True,
         "eps_target_accuracy": float(target),
         "eps_search_accuracy": entry["accuracy"],
-        "eps_search_history": entry["history"],
+        "eps_search_history": tuple(tuple(h) for h in entry["history"]),
     }
 
 
@@ -409,25 +418,25 @@ def _feature_baseline(run: Run, f, kind: str, x_clean, x_adv, spec: AttackSpec, 
         run.log(f"[{spec.display}] fitting the {kind} baseline on {len(x_clean)} + {len(x_adv)} images")
         run.timed(f"detector/{spec.display}/{kind}", lambda: detector.fit(x_clean, x_adv))
         fitted.append(detector)
-        report, curve = _evaluate(run, f, detector, x_test, y_test, x_test_adv, spec.display)
-        return {"report": report, "roc": curve}
+        return _evaluate(run, f, detector, x_test, y_test, x_test_adv, spec.display)
 
-    scores = cached_step(
-        run, path, what=f"[{spec.display}] {kind} baseline's scores", compute=fit_and_score,
-        load=lambda path: (lambda c: {"report": dict(c["report"]), "roc": c["roc"]})(read_json(path)),
-        save=write_json,
-    )  # fmt: skip
-    return scores["report"], scores["roc"], (fitted[0] if fitted else None)
+    def load(path):
+        values = read_json(path)
+        return DetectionReport.from_dict(values["report"]), RocCurve.from_dict(values["roc"])
+
+    def save(scores, path):
+        write_json({"report": scores[0].to_dict(), "roc": scores[1].to_dict()}, path)
+
+    what = f"[{spec.display}] {kind} baseline's scores"
+    report, curve = cached_step(run, path, what=what, compute=fit_and_score, load=load, save=save)
+    return report, curve, (fitted[0] if fitted else None)
 
 
-def _evaluate(run: Run, f, detector, x_test, y_test, x_adv, label: str):
+def _evaluate(run: Run, f, detector, x_test, y_test, x_adv, label: str) -> tuple[DetectionReport, RocCurve]:
     from saliency_detect.evaluation._report import detection_report_and_roc
 
     report, (fpr, tpr) = detection_report_and_roc(f, detector, x_test, y_test, x_adv, name=label)
-    return report.to_dict(), {
-        "fpr": [round(float(v), 5) for v in fpr],
-        "tpr": [round(float(v), 5) for v in tpr],
-    }
+    return report, RocCurve(tuple(round(float(v), 5) for v in fpr), tuple(round(float(v), 5) for v in tpr))
 
 
 def _cross_attack(run: Run, detectors, x_test, adversarial_test):
@@ -454,7 +463,9 @@ def _cross_eps(run: Run, f, spec: AttackSpec, eps: float, dataset):
     return run.timed("matrices", lambda: generalization_matrix(detectors, dataset.x_test, test_sets))
 
 
-def _adaptive(run: Run, f, detectors, attacks, x_test, y_test) -> dict[str, Any] | None:
+def _adaptive(
+    run: Run, f, detectors, attacks: dict[str, AttackResult], x_test, y_test
+) -> AdaptiveResult | None:
     from saliency_detect.attacks import detector_aware
     from saliency_detect.models import predict_labels
 
@@ -462,13 +473,13 @@ def _adaptive(run: Run, f, detectors, attacks, x_test, y_test) -> dict[str, Any]
     eligible = [
         label
         for label, a in attacks.items()
-        if a["eps"] is not None and _attack_norm(a["name"], a["params"]) == np.inf
+        if a.eps is not None and _attack_norm(a.spec.name, a.spec.params) == np.inf
     ]
     target = eligible[0] if eligible else None
     if not sigmas or target is None:
         return None
     detector = detectors[target]
-    eps = attacks[target]["eps"]
+    eps = attacks[target].eps
     n = min(run.config.adaptive_size, len(x_test))
     x, y = x_test[:n], y_test[:n]
     rows = []
@@ -484,7 +495,7 @@ def _adaptive(run: Run, f, detectors, attacks, x_test, y_test) -> dict[str, Any]
                 "f_accuracy": float(np.mean(predict_labels(f, x_adv) == y)),
             }
         )
-    return {"attack": target, "eps": eps, "n_images": n, "rows": rows}
+    return AdaptiveResult(target, eps, n, tuple(rows))
 
 
 #: The clean false-positive rate every detector is calibrated to in the security section.
@@ -498,7 +509,9 @@ def _attack_norm(name: str, params: Mapping[str, Any]) -> float | None:
     return attack_norm(get_attack(name), dict(params))
 
 
-def _security(run: Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> dict[str, Any] | None:
+def _security(
+    run: Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test
+) -> dict[str, SecuritySection] | None:
     """The security section: each detector of each attack against PGD on f and the joint attack.
 
     Attacks with an L∞ or L2 ε are attacked at multiples of it, the others at the first
@@ -579,21 +592,18 @@ def _security(run: Run, f, jobs: dict[str, dict[str, Any]], x_test, y_test) -> d
                     f"against {check.reference:.3f}, p = {check.p_value:.3g} ({check.description})"
                 )
             report = job["reports"][kind]
-            rows[kind] = {
-                **{k: report.get(k) for k in ("roc_auc", "tpr_at_1_fpr", "tpr_at_5_fpr")},
-                **cached.to_dict(),
-            }
-        section[label] = {
-            "eps": eps_values,
-            "eps_from": job.get("eps_from", label),
-            "norm": "inf" if norm == np.inf else int(norm),
-            "n_images": n,
-            "n_calibration": len(x_calibration),
-            "fpr": _SECURITY_FPR,
-            "nb_iter": config.security_nb_iter,
-            "restarts": config.security_restarts,
-            "detectors": rows,
-        }
+            rows[kind] = SecurityRow(report.roc_auc, report.tpr_at_1_fpr, report.tpr_at_5_fpr, cached)
+        section[label] = SecuritySection(
+            eps=tuple(eps_values),
+            eps_from=job.get("eps_from", label),
+            norm="inf" if norm == np.inf else int(norm),
+            n_images=n,
+            n_calibration=len(x_calibration),
+            fpr=_SECURITY_FPR,
+            nb_iter=config.security_nb_iter,
+            restarts=config.security_restarts,
+            detectors=rows,
+        )
     return section
 
 

@@ -11,6 +11,7 @@ the steps whose digest it enters.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
@@ -20,10 +21,13 @@ import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from saliency_detect._files import atomic_write_text
 from saliency_detect._version import __version__
+from saliency_detect.experiments._results import AttentionResults, ClassifierResult, DetectionResults
+
+Results = TypeVar("Results", DetectionResults, AttentionResults)
 
 #: What loading a damaged cache raises: it is recomputed, not an error.
 _DAMAGED = (OSError, ValueError, KeyError, TypeError, AttributeError)
@@ -108,14 +112,17 @@ class Run:
         keras.utils.set_random_seed(config.seed)
         return dataset
 
-    def finish(self, results: dict[str, Any], figures: dict[str, bytes] | None = None) -> dict[str, Any]:
-        """Record the timings in `results` and write the report."""
+    def finish(self, results: Results, figures: dict[str, bytes] | None = None) -> Results:
+        """Write the report of `results`; returns them with the timings and the files written."""
         from saliency_detect.experiments._outputs import write_outputs
 
         self.timings["total"] = time.perf_counter() - self.started
-        results["timings"] = {key: round(value, 3) for key, value in self.timings.items()}
-        results["timings_all_invocations"] = {key: round(value, 3) for key, value in self.all_timings.items()}
-        write_outputs(results, self.out, figures)
+        results = dataclasses.replace(
+            results,
+            timings={key: round(value, 3) for key, value in self.timings.items()},
+            timings_all_invocations={key: round(value, 3) for key, value in self.all_timings.items()},
+        )
+        results = write_outputs(results, self.out, figures)
         self.log(f"[done] report written to {self.out / 'report.html'} ({self.timings['total']:.0f} s)")
         return results
 
@@ -205,13 +212,13 @@ def _read_timings(path: Path) -> dict[str, float]:
         return {}
 
 
-def classifier(run: Run, dataset) -> tuple[Any, dict[str, Any]]:
+def classifier(run: Run, dataset) -> tuple[Any, ClassifierResult]:
     """The classifier f: the config's file, the shipped pretrained one, or one trained and cached.
 
     A trained f is `OUT/classifier.keras`, with `cache/classifier.json` recording its
     training settings and fingerprint: other settings retrain it; a file whose
     fingerprint is not the recorded one (replaced or damaged) is retrained with a warning.
-    Returns `(f, {"source", "fingerprint", "test_accuracy"})`.
+    Returns `(f, ClassifierResult)`.
     """
     from saliency_detect._progress import EpochProgress
     from saliency_detect.models import (
@@ -290,7 +297,7 @@ def classifier(run: Run, dataset) -> tuple[Any, dict[str, Any]]:
         source = str(path)
     accuracy = classifier_accuracy(f, dataset.x_test, dataset.y_test)
     run.log(f"[classifier] test accuracy {accuracy:.4f}")
-    return f, {"source": source, "fingerprint": run.fingerprint(f), "test_accuracy": float(accuracy)}
+    return f, ClassifierResult(source, run.fingerprint(f), float(accuracy))
 
 
 def attack_params(run: Run, spec, eps: float | None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from saliency_detect._validation import (
     check_positive_int,
     model_image_shape,
     model_num_classes,
+    validates_once,
 )
 from saliency_detect.data import Dataset
 from saliency_detect.models._io import ends_in_softmax, save_model
@@ -145,6 +146,7 @@ def _augmenter(channels: int) -> keras.Sequential:
     return keras.Sequential(steps, name="augment")
 
 
+@validates_once
 def train_classifier(
     model: keras.Model,
     dataset: Dataset,
@@ -371,6 +373,7 @@ def predict_labels(
     return np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=-1).astype(np.int64)
 
 
+@validates_once
 def classifier_accuracy(
     model: keras.Model,
     x: ArrayLike,

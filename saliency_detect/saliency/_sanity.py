@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from numpy.typing import ArrayLike
 
-from saliency_detect._validation import check_images, model_image_shape, model_num_classes
+from saliency_detect._validation import check_images, model_image_shape, model_num_classes, validates_once
 from saliency_detect.models._training import predict_labels
 from saliency_detect.saliency import metrics
 from saliency_detect.saliency._common import resolve_targets
@@ -60,6 +60,7 @@ def _layers_with_weights(model: keras.Model) -> list[keras.layers.Layer]:
     return found
 
 
+@validates_once
 def sanity_check(
     model: keras.Model,
     x: ArrayLike,

@@ -101,3 +101,24 @@ def test_changed_images_needs_paired_sets():
         ValueError, match=r"pair one image with each clean image: expected shape \(3, 2, 2, 1\)"
     ):
         changed_images(np.zeros((3, 2, 2, 1)), np.zeros((2, 2, 2, 1)))
+
+
+def test_reports_and_matrices_read_back_from_their_dicts():
+    import json
+
+    from saliency_detect.evaluation import DetectionReport, GeneralizationMatrix
+
+    report = DetectionReport(
+        "fgsm", 0.99, 0.1, 0.98, 0.97, 0.97, 0.02, 0.995, 0.96, 100, 90, 0.25, tpr_at_1_fpr=0.9, n_unchanged=1
+    )
+    values = json.loads(json.dumps(report.to_dict()))
+    assert DetectionReport.from_dict(values) == report
+    row = {**values, "attack": "fgsm", "detector": "image"}  # a table row's extra columns are ignored
+    assert DetectionReport.from_dict(row) == report
+    del values["roc_auc"], values["threshold"]
+    with pytest.raises(ValueError, match=r"needs the field\(s\) \['roc_auc', 'threshold'\]"):
+        DetectionReport.from_dict(values)
+    matrix = GeneralizationMatrix(("a", "b"), ("a", "b", "c"), np.arange(6.0).reshape(2, 3) / 6, "roc_auc")
+    again = GeneralizationMatrix.from_dict(json.loads(json.dumps(matrix.to_dict())))
+    assert (again.train_labels, again.test_labels, again.metric) == (("a", "b"), ("a", "b", "c"), "roc_auc")
+    np.testing.assert_array_equal(again.values, matrix.values)

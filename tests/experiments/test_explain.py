@@ -71,36 +71,41 @@ def finished_explain(tmp_path_factory, tiny_explain):
 
 
 def test_explain_writes_the_claims_table_and_figures(finished_explain):
-    from saliency_detect.experiments import MEASURES
+    from saliency_detect.experiments import MEASURES, AttentionResults
 
     config, out, results = finished_explain
-    assert json.loads((out / "results.json").read_text()) == results
-    assert results["experiment"] == "attention" and results["config"] == config.to_dict()
+    assert json.loads((out / "results.json").read_text()) == results.to_dict()
+    assert isinstance(results, AttentionResults) and results.config == config
     for label in ("pixel_attack", "pgd"):
-        info = results["attacks"][label]
-        assert info["n_attacked"] == 40 and 0 <= info["n_analysed"] <= 40
-        if info["n_analysed"]:
-            assert set(info["measures"]) == set(MEASURES)
-            for m in info["measures"].values():
-                for side in ("attack", "control"):
-                    assert m[side]["n"] <= info["n_analysed"]
-                    if m[side]["n"] > 1:
-                        assert m[side]["low"] <= m[side]["mean"] <= m[side]["high"]
-    pgd = results["attacks"]["pgd"]
-    assert pgd["mean_linf"] <= 0.3 + 1e-6 and pgd["n_analysed"] > 5
+        info = results.attacks[label]
+        assert info.n_attacked == 40 and 0 <= info.n_analysed <= 40
+        if info.n_analysed:
+            assert set(info.measures) == set(MEASURES)
+            for m in info.measures.values():
+                for interval in (m.attack, m.control):
+                    assert interval.n <= info.n_analysed
+                    if interval.n > 1:
+                        assert interval.low <= interval.mean <= interval.high
+    pgd = results.attacks["pgd"]
+    assert pgd.mean_linf <= 0.3 + 1e-6 and pgd.n_analysed > 5
     # Grad-CAM of a clean image overlaps itself fully for an unchanged image: the control's
     # overlap must stay within [0, 1]; PGD's true-class maps move more than the control's.
-    overlap = pgd["measures"]["gradcam_overlap_true_class"]
-    assert 0.0 <= overlap["attack"]["mean"] <= 1.0 and 0.0 <= overlap["control"]["mean"] <= 1.0
+    overlap = pgd.measures["gradcam_overlap_true_class"]
+    assert 0.0 <= overlap.attack.mean <= 1.0 and 0.0 <= overlap.control.mean <= 1.0
     # PGD changes every pixel: "near the perturbation" is no region, and the table says so.
-    near = pgd["measures"]["attention_near_perturbation"]
-    assert near["attack"]["n"] == 0
+    near = pgd.measures["attention_near_perturbation"]
+    assert near.attack.n == 0 and near.attack.mean is None
     assert re.match(
-        r"the pixels within the radius .* cover \d+% of each image \(more than 50%\)", near["not_applicable"]
+        r"the pixels within the radius .* cover \d+% of each image \(more than 50%\)", near.not_applicable
     )
-    pixel = results["attacks"]["pixel_attack"]
-    if pixel["n_analysed"]:
-        assert "not_applicable" not in pixel["measures"]["attention_near_perturbation"]
+    pixel = results.attacks["pixel_attack"]
+    if pixel.n_analysed:
+        assert pixel.measures["attention_near_perturbation"].not_applicable is None
+    from saliency_detect.experiments import load_results, tables_markdown
+
+    loaded = load_results(out)
+    assert isinstance(loaded, AttentionResults) and loaded.to_dict() == results.to_dict()
+    assert loaded.attacks == results.attacks and tables_markdown(loaded) == (out / "tables.md").read_text()
     tables = (out / "tables.md").read_text()
     assert tables.startswith("# Attention under attack") and "| pgd | entropy_change |" in tables
     assert "| pgd | attention_near_perturbation | n/a: the pixels within the radius" in tables
@@ -109,25 +114,23 @@ def test_explain_writes_the_claims_table_and_figures(finished_explain):
     from saliency_detect.models import mnist_net_f
     from saliency_detect.saliency._gradcam import conv_layers
 
-    rows = pgd["layers"]
-    assert [row["layer"] for row in rows] == list(conv_layers(mnist_net_f()))  # the 4 convolutions
-    assert [row["depth"] for row in rows] == [1, 2, 3, 4]
+    rows = pgd.layers
+    assert [row.layer for row in rows] == list(conv_layers(mnist_net_f()))  # the 4 convolutions
+    assert [row.depth for row in rows] == [1, 2, 3, 4]
     for row in rows:
         for target, side in ((t, s) for t in ("predicted", "true") for s in ("attack", "control")):
-            correlation, overlap = row[target]["rank_correlation"][side], row[target]["top_overlap"][side]
+            measured = getattr(row, target)
+            correlation = getattr(measured["rank_correlation"], side)
+            overlap = getattr(measured["top_overlap"], side)
             # A map with no ranking (all zero after Grad-CAM's ReLU) leaves its image out of both.
-            assert correlation["n"] == overlap["n"] <= pgd["n_analysed"]
-            assert correlation["n"] == 0 or (
-                -1.0 <= correlation["mean"] <= 1.0 and 0.0 <= overlap["mean"] <= 1.0
-            )
+            assert correlation.n == overlap.n <= pgd.n_analysed
+            assert correlation.n == 0 or (-1.0 <= correlation.mean <= 1.0 and 0.0 <= overlap.mean <= 1.0)
     for row in rows:  # PGD moves every layer's activations
-        change = row["feature_change"]
-        assert change["attack"]["n"] == pgd["n_analysed"] and change["attack"]["mean"] > 0
-    assert rows[-1]["feature_change"]["attack"]["mean"] > rows[-1]["feature_change"]["control"]["mean"]
+        change = row.feature_change
+        assert change.attack.n == pgd.n_analysed and change.attack.mean > 0
+    assert rows[-1].feature_change.attack.mean > rows[-1].feature_change.control.mean
     assert "Per layer: relative change of the layer's activations" in tables
-    assert (
-        "Per layer: clean vs adversarial" in tables and f"| pgd | 1 | {rows[0]['layer']} | true |" in tables
-    )
+    assert "Per layer: clean vs adversarial" in tables and f"| pgd | 1 | {rows[0].layer} | true |" in tables
     assert (out / "layers_pgd.png").read_bytes().startswith(b"\x89PNG")
     page = (out / "report.html").read_text()
     assert page.count('<img src="data:image/png;base64,') == len(list(out.glob("*.png")))

@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saliency_detect.experiments import AttackSpec, ExperimentConfig, load_config, run_experiment
+from saliency_detect.experiments import (
+    AttackSpec,
+    DetectionResults,
+    ExperimentConfig,
+    load_config,
+    load_results,
+    run_experiment,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,51 +45,54 @@ def finished_run(tmp_path_factory, tiny_config):
 
 def test_run_writes_every_output(finished_run):
     config, out, results = finished_run
-    assert json.loads((out / "results.json").read_text()) == results
-    assert results["config"] == config.to_dict()
-    assert {"tensorflow", "keras", "numpy", "saliency_detect", "python"} <= set(results["versions"])
-    assert results["timings"]["total"] > 0 and "train_classifier" in results["timings"]
+    assert isinstance(results, DetectionResults)
+    assert json.loads((out / "results.json").read_text()) == results.to_dict()
+    assert results.config == config
+    assert {"tensorflow", "keras", "numpy", "saliency_detect", "python"} <= set(results.versions)
+    assert results.timings["total"] > 0 and "train_classifier" in results.timings
     # Each step's time is also summed over every invocation of the run, in the cache.
-    assert results["timings_all_invocations"]["train_classifier"] == pytest.approx(
-        results["timings"]["train_classifier"], abs=1e-3
+    assert results.timings_all_invocations["train_classifier"] == pytest.approx(
+        results.timings["train_classifier"], abs=1e-3
     )
     # fgsm's ε was searched twice: Table 1's at its own level (f keeps < 12 %), the
     # matrices' at the config's (< 30 %), which needs a smaller ε.
-    fgsm = results["attacks"]["fgsm"]
-    assert fgsm["eps_searched"] and fgsm["eps_target_accuracy"] == 0.12 and fgsm["eps_search_accuracy"] < 0.12
-    assert fgsm["matrix_eps_search_accuracy"] < config.target_accuracy and fgsm["matrix_eps"] < fgsm["eps"]
-    bim = results["attacks"]["bim"]
-    assert bim["eps"] == bim["matrix_eps"] == 0.2 and not bim["eps_searched"]
-    assert [(r["attack"], r["detector"]) for r in results["table1"]] == [
+    fgsm = results.attacks["fgsm"]
+    assert fgsm.eps_searched and fgsm.eps_target_accuracy == 0.12 and fgsm.eps_search_accuracy < 0.12
+    assert fgsm.matrix_eps_search_accuracy < config.target_accuracy and fgsm.matrix_eps < fgsm.eps
+    assert fgsm.eps_search_history and fgsm.spec == config.attacks[0]
+    bim = results.attacks["bim"]
+    assert bim.eps == bim.matrix_eps == 0.2 and not bim.eps_searched and bim.eps_search_history is None
+    assert "eps_search_history" not in results.to_dict()["attacks"]["bim"]  # only for a searched ε
+    assert [(r.attack, r.detector) for r in results.table1] == [
         (a, d) for a in ("fgsm", "bim") for d in ("saliency", "saliency (paper recipe)")
     ]
-    assert {(r["attack"], r["detector"]) for r in results["comparison"]} == {
+    assert {(r.attack, r.detector) for r in results.comparison} == {
         (a, d)
         for a in ("fgsm", "bim")
         for d in ("saliency", "saliency (paper recipe)", "image", "image (paper recipe)")
     }
-    sources = {r["detector"]: r["threshold_source"] for r in results["comparison"]}
+    sources = {r.detector: r.report.threshold_source for r in results.comparison}
     assert sources["saliency"] == "validation balanced accuracy"
     assert sources["saliency (paper recipe)"] == "probability 0.5"
-    assert all(0 <= r["tpr_at_1_fpr"] <= r["tpr_at_5_fpr"] <= 1 for r in results["comparison"])
-    assert results["matrices"]["cross_attack"]["train_labels"] == ["fgsm", "bim"]
-    eps = fgsm["matrix_eps"]
-    assert results["matrices"]["cross_eps"]["fgsm"]["test_labels"] == [f"ε={eps:.3g}", f"ε={2 * eps:.3g}"]
-    assert [row["sigma"] for row in results["adaptive"]["rows"]] == [0.0, 1.0]
-    assert results["adaptive"]["attack"] == "fgsm"
+    assert all(0 <= r.report.tpr_at_1_fpr <= r.report.tpr_at_5_fpr <= 1 for r in results.comparison)
+    assert results.cross_attack.train_labels == ("fgsm", "bim")
+    eps = fgsm.matrix_eps
+    assert results.cross_eps["fgsm"].test_labels == (f"ε={eps:.3g}", f"ε={2 * eps:.3g}")
+    assert [row["sigma"] for row in results.adaptive.rows] == [0.0, 1.0]
+    assert results.adaptive.attack == "fgsm"
     # The security section: both attacks have an L-inf ε; each has the main recipe's two detectors.
-    security = results["security"]
+    security = results.security
     assert list(security) == ["fgsm", "bim"]
     for label, section in security.items():
-        assert section["eps"] == [results["attacks"][label]["eps"]] and section["norm"] == "inf"
-        assert section["n_images"] == 8 and section["n_calibration"] == 32 and section["fpr"] == 0.05
-        assert list(section["detectors"]) == ["saliency", "image"]
-        for kind, row in section["detectors"].items():
-            compared = next(r for r in results["comparison"] if (r["attack"], r["detector"]) == (label, kind))
-            assert row["roc_auc"] == compared["roc_auc"]
-            assert all(r["n"] == 8 and r["low"] <= r["rate"] <= r["high"] for r in row["adaptive"])
-            assert row["unaware"][0]["hits"] <= row["undefended"][0]["hits"]
-            assert [c["name"] for c in row["checks"]] == ["unbounded", "stronger", "transfer"]
+        assert section.eps == (results.attacks[label].eps,) and section.norm == "inf"
+        assert section.n_images == 8 and section.n_calibration == 32 and section.fpr == 0.05
+        assert list(section.detectors) == ["saliency", "image"]
+        for kind, row in section.detectors.items():
+            assert row.roc_auc == results.row(label, kind).report.roc_auc
+            evaluation = row.evaluation
+            assert all(r["n"] == 8 and r["low"] <= r["rate"] <= r["high"] for r in evaluation.adaptive)
+            assert evaluation.unaware[0]["hits"] <= evaluation.undefended[0]["hits"]
+            assert [c.name for c in evaluation.checks] == ["unbounded", "stronger", "transfer"]
     security_tables = (out / "tables.md").read_text()
     assert (
         "## Security: fgsm (L∞, 8 images, 2 steps, 1 restart(s); detectors flag 5% of 32" in security_tables
@@ -94,10 +104,10 @@ def test_run_writes_every_output(finished_run):
     tables = (out / "tables.md").read_text()
     assert "## Table 1: classifier and saliency detector" in tables and "| fgsm | " in tables
     assert "image-only ROC AUC" in tables and "TPR @ 1% / 5% FPR put the threshold" in tables
-    for name in results["files"].values():
+    for name in results.files.values():
         assert (out / name).is_file(), name
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == sorted(n for n in results["files"].values() if n.endswith(".png"))
+    assert pngs == sorted(n for n in results.files.values() if n.endswith(".png"))
     assert {"cross_attack.png", "roc_fgsm.png", "roc_bim.png", "cross_eps_fgsm.png"} <= set(pngs)
     # The paper's Figure 1 per attack: clean and adversarial images beside D's saliency channel.
     assert {"saliency_fgsm.png", "saliency_bim.png", "security.png"} <= set(pngs)
@@ -111,7 +121,53 @@ def test_html_report_is_self_contained(finished_run):
     assert len(embedded) == len(list(out.glob("*.png")))
     assert all(base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n") for data in embedded)
     assert 'src="http' not in page and "<script" not in page
-    assert f"{results['table1'][0]['d_accuracy_clean']:.3f}" in page
+    assert f"{results.table1[0].report.d_accuracy_clean:.3f}" in page
+
+
+def test_results_json_reads_back_into_the_same_results(finished_run):
+    from saliency_detect.experiments import tables_markdown
+
+    _, out, results = finished_run
+    loaded = load_results(out)  # the folder, or the file itself
+    assert isinstance(loaded, DetectionResults)
+    assert loaded.to_dict() == results.to_dict() == load_results(out / "results.json").to_dict()
+    assert loaded.config == results.config and loaded.attacks == results.attacks
+    assert loaded.comparison == results.comparison and loaded.security == results.security
+    np.testing.assert_array_equal(loaded.cross_attack.values, results.cross_attack.values)
+    assert tables_markdown(loaded) == (out / "tables.md").read_text()  # the report redrawn from the file
+
+
+def test_results_point_at_their_rows(finished_run):
+    _, _, results = finished_run
+    row = results.row("bim", "image")
+    assert (row.attack, row.detector, row.report.name) == ("bim", "image", "bim")
+    with pytest.raises(KeyError, match=r"No row for attack 'jsma' and detector 'saliency'. Rows: \[\('bim'"):
+        results.row("jsma")
+
+
+def test_load_results_says_what_is_wrong_with_a_file(finished_run, tmp_path):
+    from saliency_detect.experiments import tables_markdown
+
+    _, out, _ = finished_run
+    with pytest.raises(FileNotFoundError, match=r"No results file at .*results\.json"):
+        load_results(tmp_path)
+    (tmp_path / "results.json").write_text('{"experiment": "detection", "config"')  # truncated
+    with pytest.raises(ValueError, match=r"is not a results\.json file \(it is not JSON"):
+        load_results(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"experiment": "training"}))
+    expected = re.escape("must be one of ['attention', 'detection']. Received: 'training'")
+    with pytest.raises(ValueError, match=expected):
+        load_results(tmp_path)
+    values = json.loads((out / "results.json").read_text())
+    del values["comparison"]
+    (tmp_path / "results.json").write_text(json.dumps(values))
+    expected = re.escape("not a readable detection results file: KeyError('comparison')")
+    with pytest.raises(ValueError, match=expected):
+        load_results(tmp_path)
+    with pytest.raises(ValueError, match="Expected the results of the 'detection' experiment"):
+        DetectionResults.from_dict({"experiment": "attention"})
+    with pytest.raises(TypeError, match=r"must be a DetectionResults or AttentionResults .* Received: dict"):
+        tables_markdown(values)
 
 
 def test_rerun_reuses_every_cached_step(finished_run, monkeypatch):
@@ -129,13 +185,14 @@ def test_rerun_reuses_every_cached_step(finished_run, monkeypatch):
     monkeypatch.setattr(detector_module.SaliencyDetector, "fit", forbidden)
     monkeypatch.setattr(evaluation_module, "security_evaluation", forbidden)
     again = run_experiment(config, out, verbose=0)
-    assert again["table1"] == results["table1"]
-    assert again["matrices"] == results["matrices"]
-    assert again["security"] == results["security"]
+    assert again.table1 == results.table1
+    fresh, before = again.to_dict(), results.to_dict()
+    assert fresh["matrices"] == before["matrices"]
+    assert again.security == results.security
     # The record of what each step cost survives the rerun (f was not trained again).
-    assert "train_classifier" not in again["timings"]
-    assert again["timings_all_invocations"]["train_classifier"] == pytest.approx(
-        results["timings_all_invocations"]["train_classifier"], abs=1e-3
+    assert "train_classifier" not in again.timings
+    assert again.timings_all_invocations["train_classifier"] == pytest.approx(
+        results.timings_all_invocations["train_classifier"], abs=1e-3
     )
 
 
@@ -171,7 +228,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_co
     for path, mtime in cached.items():
         if path.name != "timings.json":  # a record, not a result
             assert path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
-    assert [r["attack"] for r in results["table1"]] == ["fgsm", "bim"]
+    assert [r.attack for r in results.table1] == ["fgsm", "bim"]
 
 
 def test_damaged_caches_are_recomputed_with_a_warning(finished_run, tmp_path, monkeypatch):
@@ -192,8 +249,8 @@ def test_damaged_caches_are_recomputed_with_a_warning(finished_run, tmp_path, mo
     messages = " | ".join(str(w.message) for w in caught)
     assert f"ε '{damaged_eps}' is damaged" in messages and "recomputing it" in messages
     assert f"detector '{damaged}' is damaged" in messages and "SHA-256 mismatch" in messages
-    assert [r["attack"] for r in again["table1"]] == [r["attack"] for r in results["table1"]]
-    assert again["attacks"]["fgsm"]["eps"] == results["attacks"]["fgsm"]["eps"]  # searched again, same ε
+    assert [r.attack for r in again.table1] == [r.attack for r in results.table1]
+    assert again.attacks["fgsm"].eps == results.attacks["fgsm"].eps  # searched again, same ε
     from saliency_detect.detector import SaliencyDetector
 
     SaliencyDetector.load(damaged, classifier=models.load_model(copy / "classifier.keras"))  # refitted, whole
@@ -231,9 +288,9 @@ def test_feature_baselines_are_not_refitted_on_a_rerun(tmp_path, monkeypatch, ti
     for kind, cls in kinds.items():
         assert len(list((tmp_path / "cache" / "baselines").glob(f"fgsm-{kind}-*.json"))) == 1, kind
         monkeypatch.setattr(cls, "fit", lambda *a, kind=kind, **k: pytest.fail(f"{kind} was refitted"))
-    assert {r["detector"] for r in first["comparison"]} >= set(kinds)
+    assert {r.detector for r in first.comparison} >= set(kinds)
     again = run_experiment(config, tmp_path, verbose=0)
-    assert again["comparison"] == first["comparison"] and again["roc"] == first["roc"]
+    assert again.comparison == first.comparison and again.roc == first.roc
 
 
 def test_changed_setting_recomputes_only_what_depends_on_it(finished_run, tmp_path):
@@ -258,7 +315,7 @@ def test_changed_setting_recomputes_only_what_depends_on_it(finished_run, tmp_pa
     ]
     assert not list((copy / "cache" / "adversarial").glob("*.partial"))
     assert (
-        results["classifier"]["fingerprint"]
+        results.classifier.fingerprint
         == json.loads((out / "results.json").read_text())["classifier"]["fingerprint"]
     )
 
@@ -310,9 +367,9 @@ def test_pretrained_classifier_is_used_unless_told_to_retrain(tmp_path, tiny_con
 
     config = tiny_config(use_pretrained=True, attacks=[{"name": "fgsm", "eps": 0.3}])
     results = run_experiment(config, tmp_path / "a", verbose=0)
-    assert results["classifier"]["source"] == "pretrained:mnist_net_f"
-    assert results["classifier"]["fingerprint"] == model_fingerprint(pretrained("mnist_net_f"))
-    assert "train_classifier" not in results["timings"]
+    assert results.classifier.source == "pretrained:mnist_net_f"
+    assert results.classifier.fingerprint == model_fingerprint(pretrained("mnist_net_f"))
+    assert "train_classifier" not in results.timings
 
 
 def test_reproduce_command_writes_the_report(tmp_path, capsys, tiny_config):
@@ -386,7 +443,7 @@ def test_html_report_renders_in_headless_chromium(finished_run):
             screenshot = page.screenshot(full_page=True)
         finally:
             browser.close()
-    assert len(images) == len(results["files"]) - 3  # every PNG; not results.json, tables.md, report.html
+    assert len(images) == len(results.files) - 3  # every PNG; not results.json, tables.md, report.html
     assert all(done and width > 100 and height > 100 for done, width, height in images), images
     # The paper's Figure 1 per attack (what D sees) is among the figures that loaded.
     assert {"saliency_fgsm.png", "saliency_bim.png", "security.png"} <= set(names)
@@ -417,7 +474,7 @@ def test_security_attacks_detectors_of_attacks_without_a_ball_in_the_first_linf_
     """JSMA's detector is attacked at the first L-inf attack's budgets (an L2 attack comes first)."""
     import saliency_detect.evaluation as evaluation
     from saliency_detect.detector import FeatureSqueezingDetector
-    from saliency_detect.evaluation import SecurityEvaluation
+    from saliency_detect.evaluation import DetectionReport, SecurityEvaluation
     from saliency_detect.experiments import _pipeline
     from saliency_detect.experiments._outputs import _security_sections
     from saliency_detect.experiments._steps import Run
@@ -437,12 +494,16 @@ def test_security_attacks_detectors_of_attacks_without_a_ball_in_the_first_linf_
     y = np.arange(60) % 10
     config = tiny_config(security_eps_factors=[0.5, 1.0], security_size=8, security_transfer=False)
 
+    report = DetectionReport(
+        "any", 1.0, 0.5, 0.9, 0.8, 0.8, 0.1, 0.5, 0.1, 20, 20, 0.0, tpr_at_1_fpr=0.0, threshold_source="set"
+    )
+
     def job(name, eps, norm):
         return {
             "spec": AttackSpec(name), "attack_eps": eps, "eps": eps, "norm": norm,
             "pairs": (x[:20], x[20:40]), "detectors": {},
             "baselines": {"feature_squeezing": FeatureSqueezingDetector(f).fit(x[:20])},
-            "reports": {"feature_squeezing": {"roc_auc": 0.5, "tpr_at_1_fpr": 0.0, "tpr_at_5_fpr": 0.1}},
+            "reports": {"feature_squeezing": report},
         }  # fmt: skip
 
     jobs = {
@@ -452,10 +513,11 @@ def test_security_attacks_detectors_of_attacks_without_a_ball_in_the_first_linf_
     }
     section = _pipeline._security(Run(config, tmp_path, verbose=0), f, jobs, x, y)
     assert list(section) == ["iterative_l2", "jsma", "bim"]
-    assert section["jsma"]["eps_from"] == "bim" and section["jsma"]["norm"] == "inf"
-    assert section["jsma"]["eps"] == [0.1, 0.2] and section["iterative_l2"]["eps"] == [0.5, 1.0]
+    assert section["jsma"].eps_from == "bim" and section["jsma"].norm == "inf"
+    assert section["jsma"].eps == (0.1, 0.2) and section["iterative_l2"].eps == (0.5, 1.0)
     assert [(c[1], c[2]) for c in calls] == [([0.5, 1.0], 2.0), ([0.1, 0.2], np.inf), ([0.1, 0.2], np.inf)]
-    assert section["bim"]["n_images"] == 8 and section["bim"]["n_calibration"] == 52
+    assert section["bim"].n_images == 8 and section["bim"].n_calibration == 52
+    assert section["bim"].detectors["feature_squeezing"].roc_auc == report.roc_auc
     titles = [title for title, _, _ in _security_sections(section)]
     assert titles[1].startswith("Security: jsma (L∞ at bim's ε, 8 images") and "sanity" not in titles[-1]
     # The norm is the attack's own declaration, not a list of names: an L2 BIM is L2.
