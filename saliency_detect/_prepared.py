@@ -161,6 +161,24 @@ def owner_steps(owner: object) -> dict:
     return held[2]
 
 
+def owner_function(
+    owner: object, name: str, build: Callable[[], Callable], signature: Sequence[tf.TensorSpec]
+) -> Callable:
+    """`tf.function(build(), input_signature=signature)`, kept on `owner` for its fitted state.
+
+    The one cache for a step that reads a fitted detector's state (its scorer, its
+    guard's step): keyed by `name` and the signature's shapes among `owner_steps(owner)`,
+    so a refit or a calibration (a fitted attribute replaced) compiles it afresh instead
+    of running a graph that captured the old state. `build` is called only then.
+    """
+    store = owner_steps(owner)
+    key = (name, tuple((tuple(spec.shape), spec.dtype) for spec in signature))
+    function = store.get(key)
+    if function is None:
+        function = store[key] = tf.function(build(), input_signature=list(signature))
+    return function
+
+
 def prepare(model: keras.Model, rule: str = "vanilla") -> Prepared:
     """Return the cached `Prepared` view `rule` of `model`, refreshed from its weights."""
     if not isinstance(model, keras.Model):

@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect._batching import map_batches
 from saliency_detect._distribute import fitting_under, resolve_strategy, training_rows
+from saliency_detect._prepared import owner_function, owner_steps
 from saliency_detect._validation import (
     BOOLEAN,
     FRACTION,
@@ -528,7 +529,6 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
         self.input_shape_ = tuple(int(s) for s in image_shape)
         self.classifier_fingerprint_ = model_fingerprint(self.classifier)
         self.classes_ = np.array([0, 1])
-        self._scorer = self._score_model = None
 
     # ------------------------------------------------------------------ scoring
     def as_keras_model(self, *, return_logits: bool = False) -> keras.Model:
@@ -578,15 +578,14 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             ValueError: for invalid images (shape, channels, dtype, range, NaN, empty).
         """
         check_is_fitted(self)
-        if self._scorer is None:
-            signature = [tf.TensorSpec((None, *self.input_shape_), tf.float32)]
-            self._scorer = tf.function(self.decision_tensor, input_signature=signature)
+        signature = [tf.TensorSpec((None, *self.input_shape_), tf.float32)]
+        scorer = owner_function(self, "decision_function", lambda: self.decision_tensor, signature)
         if isinstance(x, tf.data.Dataset):
             x = self._checked_batches(x)
         else:
             x = (check_images(x, clip_range=self.clip_range, expected_shape=self.input_shape_),)
         with resolve_strategy(self.strategy, self.classifier).scope():
-            return map_batches(self._scorer, x, self.batch_size)
+            return map_batches(scorer, x, self.batch_size)
 
     def decision_tensor(self, x: tf.Tensor) -> tf.Tensor:
         """`decision_function` as TensorFlow ops on a batch of images, differentiable in them.
@@ -606,9 +605,10 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             sklearn.exceptions.NotFittedError: before `fit`.
         """
         check_is_fitted(self)
-        if self._score_model is None:
-            self._score_model = self.as_keras_model()
-        return self._score_model(x, training=False)[:, 0]
+        steps = owner_steps(self)  # the Keras model too is kept for the fitted state
+        if "score_model" not in steps:
+            steps["score_model"] = self.as_keras_model()
+        return steps["score_model"](x, training=False)[:, 0]
 
     def _checked_batches(self, dataset: tf.data.Dataset):
         """Each batch of images of `dataset`, checked as arrays are (shape, range, NaN)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from numpy.typing import ArrayLike
 from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect._batching import map_batches
+from saliency_detect._prepared import owner_function
 from saliency_detect._validation import check_images, check_positive_int
 from saliency_detect.detector._detector import SaliencyDetector
 from saliency_detect.models._io import model_fingerprint
@@ -80,7 +82,6 @@ class GuardedClassifier:
         self.classifier = classifier
         self.detector = detector
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self._step = None
 
     def as_keras_model(self) -> keras.Model:
         """Return one Keras model computing logits, adversarial score and flag in a single graph.
@@ -129,18 +130,22 @@ class GuardedClassifier:
             ValueError: for invalid images (shape, channels, dtype, range, NaN, empty).
         """
         x = check_images(x, clip_range=self.detector.clip_range, expected_shape=self.detector.input_shape_)
-        if self._step is None:
-            model = self.as_keras_model()
-            signature = [tf.TensorSpec((None, *self.detector.input_shape_), tf.float32)]
-
-            def step(images):
-                out = model(images, training=False)
-                labels = tf.argmax(out["logits"], axis=-1)
-                return labels, out["adversarial_score"], out["is_adversarial"]
-
-            self._step = tf.function(step, input_signature=signature)
-        labels, scores, flags = map_batches(self._step, (x,), self.batch_size)
+        # Kept on the detector: its threshold is compiled into the step, so a calibration
+        # (or a refit) after the first call compiles it afresh.
+        signature = [tf.TensorSpec((None, *self.detector.input_shape_), tf.float32)]
+        step = owner_function(self.detector, "guarded_predict", self._step_function, signature)
+        labels, scores, flags = map_batches(step, (x,), self.batch_size)
         return GuardedPrediction(labels=labels.astype(np.int64), scores=scores, flags=flags.astype(bool))
+
+    def _step_function(self) -> Callable:
+        model = self.as_keras_model()
+
+        def step(images):
+            out = model(images, training=False)
+            labels = tf.argmax(out["logits"], axis=-1)
+            return labels, out["adversarial_score"], out["is_adversarial"]
+
+        return step
 
     def export(self, path: str | os.PathLike[str]) -> Path:
         """Export the guarded model as a TensorFlow SavedModel (for TF Serving), atomically.

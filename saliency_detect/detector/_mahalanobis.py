@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect._batching import map_batches
 from saliency_detect._gradients import score_gradients
-from saliency_detect._prepared import prepare
+from saliency_detect._prepared import owner_function, prepare
 from saliency_detect._validation import (
     check_images,
     check_non_negative_float,
@@ -180,11 +180,9 @@ class MahalanobisDetector(BinaryDetectorMixin, BaseEstimator):
         """
         check_is_fitted(self, "means_")
         x = check_images(x, clip_range=self.clip_range, expected_shape=model_image_shape(self.classifier))
-        if getattr(self, "_step", None) is None or self._step_shape != x.shape[1:]:
-            signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
-            self._step = tf.function(self._confidence_tensor, input_signature=signature)
-            self._step_shape = x.shape[1:]
-        return np.asarray(map_batches(self._step, (x,), self.batch_size), np.float64)
+        signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
+        step = owner_function(self, "confidences", lambda: self._confidence_tensor, signature)
+        return np.asarray(map_batches(step, (x,), self.batch_size), np.float64)
 
     def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> MahalanobisDetector:
         """Fit the class Gaussians on half of the clean images, the regression on the other images.
@@ -226,7 +224,6 @@ class MahalanobisDetector(BinaryDetectorMixin, BaseEstimator):
             centred = h - means[predicted]
             self.means_.append(means)
             self.precisions_.append(EmpiricalCovariance(assume_centered=True).fit(centred).precision_)
-        self._step = None
         rest = np.setdiff1d(np.arange(len(x)), gaussian_rows)
         seed = self.random_state if isinstance(self.random_state, numbers.Integral) else None
         self.logistic_ = make_pipeline(StandardScaler(), LogisticRegression(random_state=seed, max_iter=1000))

@@ -26,7 +26,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from saliency_detect._batching import map_batches
-from saliency_detect._prepared import prepare
+from saliency_detect._prepared import owner_function, prepare
 from saliency_detect._validation import check_images, check_positive_int, model_image_shape
 from saliency_detect.detector._base import BinaryDetectorMixin, split_fit_data
 from saliency_detect.detector._baselines import check_classifier
@@ -165,13 +165,11 @@ class FeatureSqueezingDetector(BinaryDetectorMixin, BaseEstimator):
         return (0.0, 1.0) if self.clip_range is None else tuple(float(v) for v in self.clip_range)
 
     def _scores(self, x: np.ndarray) -> np.ndarray:
-        # Compiled once per fit and image shape, and kept on the detector (not in the
-        # classifier's cache, which must not hold the detector).
-        if getattr(self, "_step", None) is None or self._step_shape != x.shape[1:]:
-            signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
-            self._step = tf.function(self._score_tensor, input_signature=signature)
-            self._step_shape = x.shape[1:]
-        return map_batches(self._step, (x,), self.batch_size).astype(np.float64)
+        # Compiled once per fitted state and image shape, and kept on the detector (not in
+        # the classifier's cache, which must not hold the detector).
+        signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
+        step = owner_function(self, "scores", lambda: self._score_tensor, signature)
+        return map_batches(step, (x,), self.batch_size).astype(np.float64)
 
     def _score_tensor(self, images: tf.Tensor) -> tf.Tensor:
         model, clip = prepare(self.classifier).model, self._clip()
@@ -214,7 +212,6 @@ class FeatureSqueezingDetector(BinaryDetectorMixin, BaseEstimator):
             x, labels = split_fit_data(X, y, clip_range=self.clip_range, expected_shape=expected)
             clean = x[labels == 0]
         self.squeezers_ = _check_squeezers(self.squeezers, clean.shape[-1])
-        self._step = None
         self.classes_ = np.array([0, 1])
         self.threshold_ = 0.0
         self.calibrate(clean, fpr=float(fpr))

@@ -23,6 +23,22 @@ def test_guard_predicts_the_classifier_labels_and_the_detector_verdicts(trained_
     assert out.flags[50:].mean() > 0.8 > out.flags[:50].mean()
 
 
+def test_guard_follows_a_calibration_made_after_its_first_call(trained_mnist_f, detector, data):
+    """The threshold is compiled into the guard's step: a calibration must compile it afresh."""
+    import copy
+
+    det = copy.copy(detector)  # the session's detector keeps its threshold
+    guard = GuardedClassifier(trained_mnist_f, det)
+    x = np.concatenate([data["x_test"][:100], data["x_test_adv"][:100]])
+    first = guard.predict(x)
+    np.testing.assert_array_equal(first.flags, det.predict(x).astype(bool))
+    det.calibrate(data["x_test"][100:400], fpr=0.5)  # flags half of the clean images
+    assert det.threshold_ != detector.threshold_
+    again = guard.predict(x)
+    np.testing.assert_array_equal(again.flags, det.predict(x).astype(bool))
+    assert again.flags.sum() > first.flags.sum()
+
+
 def test_exported_saved_model_gives_the_same_scores(trained_mnist_f, detector, data, tmp_path):
     guard = GuardedClassifier(trained_mnist_f, detector)
     x = np.concatenate([data["x_test"][:40], data["x_test_adv"][:40]])

@@ -94,7 +94,8 @@ report["detector_loss"] = det.history_["loss"]
 distributed = det.decision_function(x)
 # A dataset is scored through the detector's one compiled, distributed scorer: the first
 # dataset call traces it for its batch shape, the second reuses it.
-run = _batching._DISTRIBUTED[det._scorer][strategy]
+scorer = next(fn for key, fn in det._compiled_steps[2].items() if key[0] == "decision_function")
+run = _batching._DISTRIBUTED[scorer][strategy]
 traces = [run.experimental_get_tracing_count()]
 for _ in range(2):
     streamed = det.decision_function(tf.data.Dataset.from_tensor_slices(x).batch(16))
