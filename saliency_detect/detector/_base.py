@@ -21,7 +21,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from saliency_detect._validation import check_images, check_positive_float
+from saliency_detect._validation import check_images, check_positive_float, model_image_shape
 
 
 def split_fit_data(
@@ -224,8 +224,38 @@ class BinaryDetectorMixin(ClassifierMixin):
         }
         return type(self)(**params)
 
-    def decision_function(self, x: ArrayLike) -> np.ndarray:  # pragma: no cover - every detector defines it
+    def decision_function(self, x: ArrayLike) -> np.ndarray:
+        """Return one score per image: larger is more likely adversarial, flagged above `threshold_`.
+
+        What the score is depends on the detector (its class says: D's logit, a
+        regression's logit, a softmax distance); `threshold_` is on its scale.
+
+        Args:
+            x: images (N, H, W, C).
+
+        Returns:
+            Scores (N,).
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before `fit`.
+            ValueError: for invalid images (shape, channels, dtype, range, NaN, empty).
+        """
+        check_is_fitted(self)
+        return self._decision_function(self._check_scored(x))
+
+    def _check_scored(self, x: ArrayLike) -> np.ndarray:
+        """The images to score, checked against the classifier's input and `clip_range`."""
+        return check_images(x, clip_range=self.clip_range, expected_shape=model_image_shape(self.classifier))
+
+    def _decision_function(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - every detector defines it
+        """The scores of images `_check_scored` has checked: each detector's own computation."""
         raise NotImplementedError
+
+    def _set_probability_threshold(self) -> None:
+        """The fitted default of a detector ending in a logit: threshold 0 (probability 0.5)."""
+        self.threshold_ = 0.0
+        self.threshold_source_ = "probability 0.5"
+        self.classes_ = np.array([0, 1])
 
     def predict_proba(self, x: ArrayLike) -> np.ndarray:
         """Return `(N, 2)` probabilities: column 0 clean, column 1 adversarial.

@@ -280,20 +280,11 @@ class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
         features = self._characteristics(hidden[rest], predicted[rest], uncertainty[rest])
         self.logistic_ = make_pipeline(StandardScaler(), LogisticRegression(random_state=self.random_state))
         self.logistic_.fit(features, labels[rest])
-        self.threshold_ = 0.0
-        self.threshold_source_ = "probability 0.5"
-        self.classes_ = np.array([0, 1])
+        self._set_probability_threshold()
         return self
 
-    def decision_function(self, x) -> np.ndarray:
-        """Return the logistic regression's logit of "adversarial" for each image.
-
-        Raises:
-            sklearn.exceptions.NotFittedError: before `fit`.
-            ValueError: for invalid images.
-        """
-        check_is_fitted(self)
-        x = check_images(x, clip_range=self.clip_range, expected_shape=model_image_shape(self.classifier))
+    def _decision_function(self, x: np.ndarray) -> np.ndarray:
+        # The logistic regression's logit of "adversarial".
         return self.logistic_.decision_function(self._characteristics(*self._raw(x)))
 
     def decision_tensor(self, x: tf.Tensor) -> tf.Tensor:
@@ -501,20 +492,11 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
         seed = self.random_state if isinstance(self.random_state, numbers.Integral) else None
         self.logistic_ = make_pipeline(StandardScaler(), LogisticRegression(random_state=seed, max_iter=1000))
         self.logistic_.fit(self._lids(x), labels)
-        self.threshold_ = 0.0
-        self.threshold_source_ = "probability 0.5"
-        self.classes_ = np.array([0, 1])
+        self._set_probability_threshold()
         return self
 
-    def decision_function(self, x) -> np.ndarray:
-        """Return the logistic regression's logit of "adversarial" for each image.
-
-        Raises:
-            sklearn.exceptions.NotFittedError: before `fit`.
-            ValueError: for invalid images.
-        """
-        check_is_fitted(self)
-        x = check_images(x, clip_range=self.clip_range, expected_shape=model_image_shape(self.classifier))
+    def _decision_function(self, x: np.ndarray) -> np.ndarray:
+        # The logistic regression's logit of "adversarial", over the LID estimates.
         return self.logistic_.decision_function(self._lids(x))
 
     def decision_tensor(self, x: tf.Tensor) -> tf.Tensor:

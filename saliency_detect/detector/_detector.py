@@ -577,15 +577,23 @@ class SaliencyDetector(BinaryDetectorMixin, BaseEstimator):
             sklearn.exceptions.NotFittedError: before `fit`.
             ValueError: for invalid images (shape, channels, dtype, range, NaN, empty).
         """
+        if not isinstance(x, tf.data.Dataset):
+            return super().decision_function(x)
         check_is_fitted(self)
+        return self._scores(self._checked_batches(x))
+
+    def _check_scored(self, x: ArrayLike) -> np.ndarray:
+        return check_images(x, clip_range=self.clip_range, expected_shape=self.input_shape_)
+
+    def _decision_function(self, x: np.ndarray) -> np.ndarray:
+        return self._scores((x,))
+
+    def _scores(self, batches) -> np.ndarray:
+        """D's logits over arrays or a stream of checked batches: the detector's one compiled scorer."""
         signature = [tf.TensorSpec((None, *self.input_shape_), tf.float32)]
         scorer = owner_function(self, "decision_function", lambda: self.decision_tensor, signature)
-        if isinstance(x, tf.data.Dataset):
-            x = self._checked_batches(x)
-        else:
-            x = (check_images(x, clip_range=self.clip_range, expected_shape=self.input_shape_),)
         with resolve_strategy(self.strategy, self.classifier).scope():
-            return map_batches(scorer, x, self.batch_size)
+            return map_batches(scorer, batches, self.batch_size)
 
     def decision_tensor(self, x: tf.Tensor) -> tf.Tensor:
         """`decision_function` as TensorFlow ops on a batch of images, differentiable in them.

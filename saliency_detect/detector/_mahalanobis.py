@@ -28,7 +28,6 @@ from saliency_detect._batching import map_batches
 from saliency_detect._gradients import score_gradients
 from saliency_detect._prepared import owner_function, prepare
 from saliency_detect._validation import (
-    check_images,
     check_non_negative_float,
     check_positive_int,
     model_image_shape,
@@ -179,7 +178,9 @@ class MahalanobisDetector(BinaryDetectorMixin, BaseEstimator):
             ValueError: for invalid images.
         """
         check_is_fitted(self, "means_")
-        x = check_images(x, clip_range=self.clip_range, expected_shape=model_image_shape(self.classifier))
+        return self._confidences(self._check_scored(x))
+
+    def _confidences(self, x: np.ndarray) -> np.ndarray:
         signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
         step = owner_function(self, "confidences", lambda: self._confidence_tensor, signature)
         return np.asarray(map_batches(step, (x,), self.batch_size), np.float64)
@@ -227,21 +228,13 @@ class MahalanobisDetector(BinaryDetectorMixin, BaseEstimator):
         rest = np.setdiff1d(np.arange(len(x)), gaussian_rows)
         seed = self.random_state if isinstance(self.random_state, numbers.Integral) else None
         self.logistic_ = make_pipeline(StandardScaler(), LogisticRegression(random_state=seed, max_iter=1000))
-        self.logistic_.fit(self.confidences(x[rest]), labels[rest])
-        self.threshold_ = 0.0
-        self.threshold_source_ = "probability 0.5"
-        self.classes_ = np.array([0, 1])
+        self.logistic_.fit(self._confidences(x[rest]), labels[rest])
+        self._set_probability_threshold()
         return self
 
-    def decision_function(self, x: ArrayLike) -> np.ndarray:
-        """Return the logistic regression's logit of "adversarial" for each image.
-
-        Raises:
-            sklearn.exceptions.NotFittedError: before `fit`.
-            ValueError: for invalid images.
-        """
-        check_is_fitted(self, "logistic_")
-        return self.logistic_.decision_function(self.confidences(x))
+    def _decision_function(self, x: np.ndarray) -> np.ndarray:
+        # The logistic regression's logit of "adversarial", over the per-layer confidences.
+        return self.logistic_.decision_function(self._confidences(x))
 
     def decision_tensor(self, x: tf.Tensor) -> tf.Tensor:
         """`decision_function` as TensorFlow ops on a batch of images, differentiable in them.

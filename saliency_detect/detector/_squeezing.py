@@ -164,7 +164,8 @@ class FeatureSqueezingDetector(BinaryDetectorMixin, BaseEstimator):
     def _clip(self) -> tuple[float, float]:
         return (0.0, 1.0) if self.clip_range is None else tuple(float(v) for v in self.clip_range)
 
-    def _scores(self, x: np.ndarray) -> np.ndarray:
+    def _decision_function(self, x: np.ndarray) -> np.ndarray:
+        # Each image's largest L1 distance between f's softmax before and after squeezing.
         # Compiled once per fitted state and image shape, and kept on the detector (not in
         # the classifier's cache, which must not hold the detector).
         signature = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
@@ -217,17 +218,6 @@ class FeatureSqueezingDetector(BinaryDetectorMixin, BaseEstimator):
         self.calibrate(clean, fpr=float(fpr))
         self.threshold_source_ = f"clean fit images at FPR {float(fpr):g}"
         return self
-
-    def decision_function(self, x: ArrayLike) -> np.ndarray:
-        """Return each image's largest L1 distance between f's softmax before and after squeezing.
-
-        Raises:
-            sklearn.exceptions.NotFittedError: before `fit`.
-            ValueError: for invalid images.
-        """
-        check_is_fitted(self, "squeezers_")
-        x = check_images(x, clip_range=self.clip_range, expected_shape=model_image_shape(self.classifier))
-        return self._scores(x)
 
     def decision_tensor(self, x: tf.Tensor) -> tf.Tensor:
         """`decision_function` as TensorFlow ops on a batch of images, differentiable in them.
