@@ -135,7 +135,8 @@ class KernelDensityDetector(BinaryDetectorMixin, BaseEstimator):
     hidden features under the clean images of the predicted class (adversarial images
     land off the class manifold: low density) and the variance of the softmax output
     under Monte-Carlo dropout (adversarial images: high uncertainty). A logistic
-    regression on the standardised pair is the detector. The classifier needs dropout
+    regression on the standardised pair is the detector (`decision_function`: its logit
+    of "adversarial"; threshold 0, probability 0.5). The classifier needs dropout
     layers for the uncertainty to carry information; without them it is constant and
     only the density is used.
 
@@ -329,7 +330,8 @@ class LIDDetector(BinaryDetectorMixin, BaseEstimator):
     For every chosen layer, the maximum-likelihood LID estimate of an image's activation
     among its `k` nearest neighbours in a reference batch of clean activations:
     `LID = -(mean_i log(r_i / r_k))^-1`. Adversarial regions have higher LID. A
-    logistic regression on the standardised per-layer LIDs is the detector. The
+    logistic regression on the standardised per-layer LIDs is the detector
+    (`decision_function`: its logit of "adversarial"; threshold 0, probability 0.5). The
     reference batch (`n_reference` clean images from `fit`, as the paper's minibatch)
     is kept, so scoring new images uses the same neighbours.
 

@@ -71,7 +71,8 @@ class MahalanobisDetector(BinaryDetectorMixin, BaseEstimator):
     prediction, the labels `fit` has), the confidence is
     `M_l(x) = max_c -(h_l(x) - μ_c)ᵀ Σ⁻¹ (h_l(x) - μ_c)`. With `noise_magnitude` ε > 0,
     `x` is first replaced per layer by `clip(x + ε · sign(∇ₓ M_l(x)))`. A logistic regression
-    over the standardised `M_l` separates clean from adversarial images. The Gaussians are
+    over the standardised `M_l` separates clean from adversarial images (`decision_function`:
+    its logit of "adversarial"; threshold 0, probability 0.5). The Gaussians are
     fitted on half of the clean images and the regression on the others and the
     adversarial images (a distance to means fitted on the image itself is biased low).
 
