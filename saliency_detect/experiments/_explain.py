@@ -52,7 +52,9 @@ def _interval(values: np.ndarray) -> Interval:
     if len(values) == 0:  # None, not NaN: results.json stays standard JSON and compares equal
         return Interval(None, None, None, 0)
     mean = float(values.mean())
-    half = 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values)) if len(values) > 1 else 0.0
+    if len(values) == 1:  # one image has a mean but no spread: no interval, not a zero-width one
+        return Interval(mean, None, None, 1)
+    half = 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values))
     return Interval(mean, mean - half, mean + half, len(values))
 
 

@@ -282,10 +282,16 @@ def _attention_sections(results: AttentionResults) -> list[tuple[str, list[str],
 
 
 def _interval_text(interval: Interval, *, count: bool = False) -> str:
-    """`mean [low, high]` (and `, n = images` when `count`), or `n/a (no image)` when none defined it."""
+    """An interval as text: `mean [low, high]`, and `, n = images` when `count`.
+
+    `n/a (no image)` when no image defined the measure, `mean [no interval: 1 image]` when one did.
+    """
     if interval.mean is None:
         return "n/a (no image)"
-    text = f"{interval.mean:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
+    if interval.low is None:  # one image: a mean without an interval
+        text = f"{interval.mean:.4f} [no interval: 1 image]"
+    else:
+        text = f"{interval.mean:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
     return f"{text}, n = {interval.n}" if count else text
 
 

@@ -426,7 +426,10 @@ class DetectionResults(_Results):
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean with its 95% confidence interval over `n` images (all None when `n` is 0)."""
+    """A mean with its 95% confidence interval over `n` images.
+
+    All None when `n` is 0; `low` and `high` are None when `n` is 1 (one value has no spread).
+    """
 
     mean: float | None
     low: float | None

@@ -206,3 +206,17 @@ def test_explain_command_uses_flags_over_config(tmp_path, capsys, tiny_explain):
     assert "# Attention under attack" in printed and "| fgsm | attention_near_perturbation |" in printed
     assert main(["explain", "--attacks", "pgd", "--out", str(out)]) == 2
     assert "needs `eps`" in capsys.readouterr().err
+
+
+def test_interval_of_one_image_has_a_mean_and_no_interval():
+    from saliency_detect.experiments._explain import _interval
+    from saliency_detect.experiments._outputs import _interval_text
+
+    one = _interval(np.array([0.25, np.nan]))  # NaN (measure undefined on that image) is dropped
+    assert (one.mean, one.low, one.high, one.n) == (0.25, None, None, 1)
+    assert _interval_text(one, count=True) == "0.2500 [no interval: 1 image], n = 1"
+    two = _interval(np.array([0.0, 1.0]))
+    assert two.low < two.mean == 0.5 < two.high and two.n == 2
+    assert _interval_text(two) == f"0.5000 [{two.low:.4f}, {two.high:.4f}]"
+    none = _interval(np.array([np.nan]))
+    assert none.mean is None and _interval_text(none) == "n/a (no image)"
