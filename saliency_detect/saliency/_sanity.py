@@ -60,6 +60,22 @@ def _layers_with_weights(model: keras.Model) -> list[keras.layers.Layer]:
     return found
 
 
+def _copy_of(model: keras.Model) -> keras.Model:
+    """A copy of `model` with its weights, whose weights can be randomized without touching it."""
+    try:
+        randomized = keras.models.clone_model(model)
+    except (NotImplementedError, TypeError, ValueError) as err:
+        reason = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise TypeError(
+            "`sanity_check` randomizes a copy of `model` made with `keras.models.clone_model`, "
+            f"which cannot copy this {type(model).__name__}: {reason.strip()} Give a functional or "
+            "Sequential model, or implement `get_config()` on the subclass so Keras can rebuild it. "
+            f"Received: model={type(model).__name__}"
+        ) from err
+    randomized.set_weights(model.get_weights())
+    return randomized
+
+
 @validates_once
 def sanity_check(
     model: keras.Model,
@@ -105,6 +121,7 @@ def sanity_check(
 
     Raises:
         ValueError: for an unknown method, invalid images or arguments.
+        TypeError: if Keras cannot copy `model` (a subclassed model without `get_config`).
 
     Examples:
         >>> import numpy as np
@@ -126,8 +143,7 @@ def sanity_check(
     transform = np.abs if absolute else np.asarray
     reference = transform(fn(model, x, target=classes, batch_size=batch_size))
 
-    randomized = keras.models.clone_model(model)
-    randomized.set_weights(model.get_weights())
+    randomized = _copy_of(model)
     rng = np.random.default_rng(random_state)
     names, per_image = [], []
     for layer in reversed(_layers_with_weights(randomized)):

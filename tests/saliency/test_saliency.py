@@ -345,6 +345,21 @@ def test_subclassed_models_cannot_be_cloned_for_guided_backprop():
         saliency.guided_backprop(tiny, X[:2])
 
 
+def test_sanity_check_says_why_it_cannot_copy_a_subclassed_model():
+    class Sized(keras.Model):  # an argument in __init__ and no get_config: Keras cannot rebuild it
+        def __init__(self, units):
+            super().__init__()
+            self.flat, self.dense = keras.layers.Flatten(), keras.layers.Dense(units)
+
+        def call(self, x):
+            return self.dense(self.flat(x))
+
+    sized = Sized(10)
+    sized(X[:1])
+    with pytest.raises(TypeError, match=r"randomizes a copy of `model`.*get_config.*Received: model=Sized"):
+        saliency.sanity_check(sized, X[:2], method="gradient")
+
+
 # --- SmoothGrad and Integrated Gradients ----------------------------------------------
 
 
