@@ -142,18 +142,20 @@ class Prepared:
 def owner_steps(owner: object) -> dict:
     """The compiled steps kept on `owner` (a fitted detector) for its current fitted state.
 
-    The state is the detector's public fitted attributes (scikit-learn's trailing `_`)
-    by identity: a refit or a calibration replaces one of them, and the steps compiled
-    for the old state are dropped. The state is held beside the steps, so no identity
-    can be reused while they live. Kept in the detector's `__dict__`, so the steps
-    (which hold the detector) are freed with it.
+    The state is the detector itself and its public fitted attributes (scikit-learn's
+    trailing `_`), by identity: a refit or a calibration replaces one of them, and the
+    steps compiled for the old state are dropped; a `copy.copy` of the detector, whose
+    `__dict__` starts as the original's, compiles its own steps rather than sharing the
+    original's (a step holds the detector it was built for). The state is held beside
+    the steps, so no identity can be reused while they live. Kept in the detector's
+    `__dict__`, so the steps (which hold the detector) are freed with it.
     """
     fitted = tuple(
         (name, value)
         for name, value in vars(owner).items()
         if name.endswith("_") and not name.startswith("_")
     )
-    identity = tuple((name, id(value)) for name, value in fitted)
+    identity = (id(owner), *((name, id(value)) for name, value in fitted))
     held = vars(owner).get("_compiled_steps")
     if held is None or held[0] != identity:
         held = (identity, fitted, {})

@@ -39,6 +39,22 @@ def test_guard_follows_a_calibration_made_after_its_first_call(trained_mnist_f, 
     assert again.flags.sum() > first.flags.sum()
 
 
+def test_a_copied_detector_compiles_its_own_steps(trained_mnist_f, detector, data):
+    """A shallow copy starts with the original's `__dict__`: its steps must not land in the original's."""
+    import copy
+
+    from saliency_detect._prepared import owner_steps
+
+    x = data["x_test"][:8]
+    detector.decision_function(x)
+    before = dict(owner_steps(detector))
+    det = copy.copy(detector)
+    assert owner_steps(det) == {}  # nothing compiled for the copy yet, whatever the original holds
+    GuardedClassifier(trained_mnist_f, det).predict(x)
+    assert any(key[0] == "guarded_predict" for key in owner_steps(det))
+    assert owner_steps(detector) == before
+
+
 def test_exported_saved_model_gives_the_same_scores(trained_mnist_f, detector, data, tmp_path):
     guard = GuardedClassifier(trained_mnist_f, detector)
     x = np.concatenate([data["x_test"][:40], data["x_test_adv"][:40]])
