@@ -17,8 +17,9 @@ activations' relative change, each beside the same comparison for the control.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -369,14 +370,14 @@ def _explain(run) -> AttentionResults:
         keep = (y_clean == y) & adversarial.success
         xs, xa, ys, ya = x[keep], adversarial.x_adv[keep], y[keep], adversarial.y_adv[keep]
         run.log(f"[{label}] analysing {len(xs)} of {n} images (correct on clean, fooled by the attack)")
-        info: dict[str, Any] = {
-            "spec": spec,
-            "n_attacked": int(n),
-            "n_analysed": len(xs),
-            "success_rate": float(np.mean(adversarial.success)),
-            "mean_l0": float(np.mean(adversarial.l0)),
-            "mean_linf": float(np.mean(adversarial.linf)),
-        }
+        attack = AttentionAttack(
+            spec=spec,
+            n_attacked=int(n),
+            n_analysed=len(xs),
+            success_rate=float(np.mean(adversarial.success)),
+            mean_l0=float(np.mean(adversarial.l0)),
+            mean_linf=float(np.mean(adversarial.linf)),
+        )
         if len(xs):
             x_control = _shuffled_perturbation(xs, xa, rng)
             y_control = predict_labels(f, x_control)
@@ -394,19 +395,24 @@ def _explain(run) -> AttentionResults:
             controlled = _measures(
                 clean, control, xs, x_control, config.radius, config.top_fraction, adversarial_class_map=pair
             )
-            info["measures"] = {
-                name: _measured(measured[name], controlled[name], _not_applicable(name, measured))
-                for name in MEASURES
-            }
-            info["control_fooled_rate"] = float(np.mean(y_control != ys))
+            layers = None
             if config.per_layer:
-                info["layers"] = run.timed(
+                layers = run.timed(
                     f"layers/{label}",
                     lambda xs=xs, xa=xa, xc=x_control, ys=ys, ya=ya, yc=y_control: _per_layer(
                         f, xs, xa, xc, ys, ya, yc, config.top_fraction
                     ),
                 )
-                figures[f"layers_{_safe(label)}.png"] = _layers_png(label, info["layers"])
+                figures[f"layers_{_safe(label)}.png"] = _layers_png(label, layers)
+            attack = dataclasses.replace(
+                attack,
+                measures={
+                    name: _measured(measured[name], controlled[name], _not_applicable(name, measured))
+                    for name in MEASURES
+                },
+                control_fooled_rate=float(np.mean(y_control != ys)),
+                layers=layers,
+            )
             shown = slice(0, min(config.n_figures, len(xs)))
             figures[f"attention_{_safe(label)}.png"] = _grid_png(
                 label,
@@ -418,7 +424,7 @@ def _explain(run) -> AttentionResults:
                 ya[shown],
                 dataset.class_names,
             )
-        attacks[label] = AttentionAttack(**info)
+        attacks[label] = attack
     results = AttentionResults(
         config=config, versions=versions(), classifier=classifier_info, attacks=attacks
     )
