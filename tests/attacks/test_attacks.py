@@ -90,15 +90,23 @@ def test_fgsm_and_pgd_match_cleverhans(trained_mnist_f, test_images, norm):
         np.testing.assert_allclose(ours[idle], theirs[idle], atol=1e-5)
         moved = lambda a: np.sqrt(((a - x) ** 2).reshape(len(x), -1).sum(axis=1))  # noqa: E731
         assert np.all(moved(ours)[~idle] > moved(theirs)[~idle])
-    theirs = pgd_module.projected_gradient_descent(
-        trained_mnist_f, x, eps, eps / 8, 10, norm, clip_min=0.0, clip_max=1.0, rand_init=False
-    ).numpy()
-    ours = attacks.pgd(trained_mnist_f, x, eps=eps, norm=norm, eps_iter=eps / 8, nb_iter=10, rand_init=False)
+
+    def their_pgd(images):
+        return pgd_module.projected_gradient_descent(
+            trained_mnist_f, images, eps, eps / 8, 10, norm, clip_min=0.0, clip_max=1.0, rand_init=False
+        ).numpy()
+
     same_attack = attacks.bim if norm == np.inf else attacks.iterative_l2
-    also_ours = same_attack(trained_mnist_f, x, eps=eps, eps_iter=eps / 8)
+    our_attacks = (
+        lambda images: attacks.pgd(
+            trained_mnist_f, images, eps=eps, norm=norm, eps_iter=eps / 8, nb_iter=10, rand_init=False
+        ),
+        lambda images: same_attack(trained_mnist_f, images, eps=eps, eps_iter=eps / 8),
+    )
+    theirs = their_pgd(x)
     if norm == np.inf:
-        np.testing.assert_allclose(ours, theirs, atol=1e-5)
-        np.testing.assert_allclose(also_ours, theirs, atol=1e-5)
+        for ours in our_attacks:
+            np.testing.assert_allclose(ours(x), theirs, atol=1e-5)
     else:
         # As for FGSM, compared where cleverhans's floor never bites, and where the gradient
         # is not so small that float32 rounding sets its direction: on an image f classifies
@@ -109,9 +117,17 @@ def test_fgsm_and_pgd_match_cleverhans(trained_mnist_f, test_images, norm):
             _loss_gradient_sq_norm(trained_mnist_f, theirs) > 1e-6
         )
         assert idle.sum() >= 32
-        for candidate in (ours, also_ours):
+        # Where the gradient is small, the rounding also depends on the batch (the convolution
+        # kernels chosen for 1 image and for hundreds differ). Seen on an AMD EPYC: one of the
+        # 44 images (squared gradient norm 3e-6) came out 7.7e-4 away with the 300 images in
+        # one batch, and 1.2e-7 away with both attacks run on it alone. So an image off by
+        # more than 1e-5 in the batch must match when both attack it alone.
+        for ours in our_attacks:
+            candidate = ours(x)
             per_image = np.abs(candidate - theirs)[idle].reshape(idle.sum(), -1).max(axis=1)
-            assert np.mean(per_image <= 1e-5) >= 0.98 and per_image.max() <= 1e-3
+            assert np.mean(per_image <= 1e-5) >= 0.9 and per_image.max() <= 1e-3
+            for i in np.flatnonzero(idle)[per_image > 1e-5]:
+                np.testing.assert_allclose(ours(x[i : i + 1]), their_pgd(x[i : i + 1]), atol=1e-5)
 
 
 def test_fgsm_and_bim_at_eps_0_3_fool_f_and_bim_more_so(trained_mnist_f, test_images):
