@@ -404,9 +404,10 @@ class DetectionResults(_Results):
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DetectionResults:
         """Read `to_dict()`'s JSON back (a `results.json` of `run_experiment`)."""
+        shared = cls._shared(values)  # first: it says when the file is another experiment's
         matrices = values["matrices"]
         return cls(
-            **cls._shared(values),
+            **shared,
             attacks={label: AttackResult.from_dict(a) for label, a in values["attacks"].items()},
             comparison=tuple(DetectionRow.from_dict(row) for row in values["comparison"]),
             cross_attack=GeneralizationMatrix.from_dict(matrices["cross_attack"]),
