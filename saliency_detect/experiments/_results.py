@@ -606,8 +606,9 @@ class AttentionResults(_Results):
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> AttentionResults:
         """Read `to_dict()`'s JSON back (a `results.json` of `run_explain`)."""
+        shared = cls._shared(values)  # first: it says when the file is another experiment's
         attacks = {label: AttentionAttack.from_dict(a) for label, a in values["attacks"].items()}
-        return cls(**cls._shared(values), attacks=attacks)
+        return cls(**shared, attacks=attacks)
 
 
 def _check_experiment(values: Mapping[str, Any], expected: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from saliency_detect.experiments import (
     AttackSpec,
+    AttentionResults,
     DetectionResults,
     ExperimentConfig,
     load_config,
@@ -166,6 +167,8 @@ def test_load_results_says_what_is_wrong_with_a_file(finished_run, tmp_path):
         load_results(tmp_path)
     with pytest.raises(ValueError, match="Expected the results of the 'detection' experiment"):
         DetectionResults.from_dict({"experiment": "attention"})
+    with pytest.raises(ValueError, match="Expected the results of the 'attention' experiment"):
+        AttentionResults.from_dict(json.loads((out / "results.json").read_text()))  # a detection run's
     with pytest.raises(TypeError, match=r"must be a DetectionResults or AttentionResults .* Received: dict"):
         tables_markdown(values)
 
