@@ -13,7 +13,6 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
@@ -23,11 +22,10 @@ from saliency_detect.experiments._results import (
     AttentionResults,
     DetectionResults,
     Interval,
+    Results,
     RocCurve,
     SecuritySection,
 )
-
-Results = TypeVar("Results", DetectionResults, AttentionResults)
 
 _COMPARED = ("d_accuracy_clean", "d_accuracy_adversarial", "roc_auc", "tpr_at_1_fpr", "tpr_at_5_fpr")
 _COMPARED_TITLES = ["D acc. clean", "D acc. adv.", "ROC AUC", "TPR @ 1% FPR", "TPR @ 5% FPR"]

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from saliency_detect.evaluation import DetectionReport, GeneralizationMatrix, SecurityEvaluation
 from saliency_detect.experiments._config import AttackSpec, ExperimentConfig, ExplainConfig
@@ -609,6 +609,10 @@ class AttentionResults(_Results):
         shared = cls._shared(values)  # first: it says when the file is another experiment's
         attacks = {label: AttentionAttack.from_dict(a) for label, a in values["attacks"].items()}
         return cls(**shared, attacks=attacks)
+
+
+#: Either experiment's results, for a function that returns the kind it was given.
+Results = TypeVar("Results", "DetectionResults", "AttentionResults")
 
 
 def _check_experiment(values: Mapping[str, Any], expected: str) -> None:

@@ -21,13 +21,11 @@ import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from saliency_detect._files import atomic_write_text
 from saliency_detect._version import __version__
-from saliency_detect.experiments._results import AttentionResults, ClassifierResult, DetectionResults
-
-Results = TypeVar("Results", DetectionResults, AttentionResults)
+from saliency_detect.experiments._results import ClassifierResult, Results
 
 #: What loading a damaged cache raises: it is recomputed, not an error.
 _DAMAGED = (OSError, ValueError, KeyError, TypeError, AttributeError)
