@@ -149,8 +149,7 @@ def _security_png(security: dict[str, SecuritySection]) -> bytes:
                 _interval_line(
                     ax, eps, row.evaluation.unaware, color=color, linestyle="--", label=f"{kind}: PGD on f"
                 )
-            norm = "L∞" if section.norm == "inf" else "L2"
-            ax.set_xlabel(f"ε ({norm})")
+            ax.set_xlabel(f"ε ({section.norm_label})")
             ax.set_ylabel("attack success (f fooled, not flagged)")
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(f"{label} ({section.n_images} images)")
@@ -414,7 +413,7 @@ def _security_sections(security: dict[str, SecuritySection]) -> list[tuple[str, 
     """A table per attack (success of each attacker at each ε) and one of the sanity checks."""
     sections, checks = [], []
     for label, section in security.items():
-        norm = "L∞" if section.norm == "inf" else "L2"
+        norm = section.norm_label
         if section.eps_from != label:  # an attack without an Lp ball borrows one
             norm += f" at {section.eps_from}'s ε"
         eps = [f"{e:.3g}" for e in section.eps]

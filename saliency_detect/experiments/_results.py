@@ -269,6 +269,11 @@ class SecuritySection:
     restarts: int
     detectors: dict[str, SecurityRow]
 
+    @property
+    def norm_label(self) -> str:
+        """The norm as the report writes it: `"L∞"` or `"L2"`."""
+        return "L∞" if self.norm == "inf" else "L2"
+
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["eps"] = list(self.eps)

@@ -528,3 +528,14 @@ def test_security_attacks_detectors_of_attacks_without_a_ball_in_the_first_linf_
     # With no attack that has a ball, there is nothing to borrow: the section is left out.
     assert _pipeline._security(Run(config, tmp_path / "b", verbose=0), f,
                                {"jsma": job("jsma", None, None)}, x, y) is None  # fmt: skip
+
+
+def test_security_section_names_its_norm_as_the_report_writes_it():
+    from saliency_detect.experiments._results import SecuritySection
+
+    def section(norm):
+        return SecuritySection((0.1,), "bim", norm, 8, 32, 0.05, 2, 1, {})
+
+    assert section("inf").norm_label == "L∞"
+    assert section(2).norm_label == "L2"
+    assert SecuritySection.from_dict(section(2).to_dict()) == section(2)
